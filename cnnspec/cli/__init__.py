@@ -1,0 +1,70 @@
+"""The `cnnspec` command: parse arguments, call the library, print, choose the exit code.
+
+Each command group lives in its own module with `register(subparsers)`; handlers return the exit code:
+0 success, 1 a check/verification/grade did not pass, 2 invalid input or usage. User mistakes are
+CnnspecError exceptions: printed without a traceback, exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .. import __version__
+from ..errors import CnnspecError
+
+# Modules that add subcommands, in the order `cnnspec --help` lists them.
+COMMAND_MODULES = ("cnnspec.cli.spec_cmds", "cnnspec.cli.onnx_cmds", "cnnspec.cli.engine_cmds", "grader.cli")
+
+EPILOG = """exit codes: 0 success, 1 a check, verification or grade did not pass, 2 invalid input or usage.
+docs: README.md and docs/ (spec language, CLI reference, conventions, grading guide)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's usage errors exit 2 too, but say which command to ask for help
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n(see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cnnspec", description="Write a CNN as YAML: check it, see every shape explained, "
+                     "run it in NumPy, export it to ONNX, and grade hand-computed answers.",
+                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"cnnspec {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # a command group not built yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CnnspecError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `cnnspec summary x | head`
+        sys.stderr.close()
+        return 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,282 @@
+"""The executable NumPy model: `cnnspec.compile(spec)` -> Model.
+
+State lives in dicts keyed by PyTorch state_dict names (params, buffers, optimizer velocity); ops in
+cnnspec/ops are stateless. Arrays on the public boundary are in the spec's layout (CHW or HWC) with the
+batch first; internally everything is NCHW and the boundary transposes.
+"""
+from __future__ import annotations
+
+import difflib
+from math import prod
+from pathlib import Path
+
+import numpy as np
+
+from . import arrays
+from .errors import DataError, Problem, SpecError
+from .graph import Graph, load_spec
+from .init import init_state
+from .losses import LOSSES
+from .ops import OPS
+from .optim import sgd_step
+from .schema import INPUT_NAME, Spec
+
+# Refuse a forward pass whose activations would need more than this many bytes.
+MAX_ACTIVATION_BYTES = 8 * 1024**3
+
+
+class Model:
+    """A compiled spec. See docs/python-api.md; the attributes below are the public surface."""
+
+    def __init__(self, spec: Spec, dtype=None):
+        self.spec = spec
+        self.graph: Graph = spec.graph
+        self.dtype = np.dtype(dtype or spec.input.dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise DataError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.params, self.buffers = init_state(self.graph, self.dtype, spec.init.seed, spec.init.scheme)
+        self.velocity: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.input_grad: np.ndarray | None = None
+        self.activations: dict[str, np.ndarray] = {}
+        self._rng = np.random.default_rng([spec.init.seed, 1])  # dropout masks; its own stream
+        self._tape: list | None = None
+        self._dloss: np.ndarray | None = None
+        if spec.weights is not None:
+            self._apply_spec_weights()
+
+    # ------------------------------------------------------------------ introspection
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """{layer: per-sample output shape in the declared layout}."""
+        return {n.name: self.graph.declared(n.shape) for n in self.graph.nodes.values()}
+
+    @property
+    def output_name(self) -> str:
+        return self.graph.output
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {**self.params, **self.buffers}
+
+    def _to_internal(self, a: np.ndarray) -> np.ndarray:
+        return a.transpose(0, 3, 1, 2) if self.graph.layout == "HWC" and a.ndim == 4 else a
+
+    def _to_declared(self, a: np.ndarray) -> np.ndarray:
+        return a.transpose(0, 2, 3, 1) if self.graph.layout == "HWC" and a.ndim == 4 else a
+
+    # ------------------------------------------------------------------ weights
+    def set_weights(self, values: dict[str, np.ndarray], source: str = "weights", strict: bool = False) -> None:
+        """Replace parameters/buffers by state_dict name; errors name the key and both shapes.
+
+        strict: every parameter and buffer must be present (a full checkpoint)."""
+        known = {**self.params, **self.buffers}
+        problems = []
+        for name, value in values.items():
+            if name not in known:
+                close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+                problems.append(f"{source}: unknown parameter '{name}'" + (f"; did you mean '{close[0]}'?" if close else "")
+                                + f" (parameters: {', '.join(known)})")
+                continue
+            a = np.asarray(value)
+            if a.dtype.kind not in "fiu":
+                problems.append(f"{source}: '{name}' must be numbers, got dtype {a.dtype}")
+                continue
+            if a.shape != known[name].shape:
+                problems.append(f"{source}: '{name}' has shape {a.shape}, the model expects {known[name].shape}"
+                                + _shape_hint(name, self.graph))
+                continue
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                problems.append(f"{source}: '{name}' contains NaN or Inf")
+        if strict:
+            missing = [k for k in self.params if k not in values]
+            if missing:
+                problems.append(f"{source}: missing {', '.join(missing)}")
+        if problems:
+            raise DataError("\n".join(problems))
+        for name, value in values.items():
+            target = self.params if name in self.params else self.buffers
+            target[name] = np.array(value, dtype=target[name].dtype)  # a copy the model owns
+
+    def _apply_spec_weights(self) -> None:
+        spec, doc = self.spec, self.spec.document
+        base = Path(spec.source_path).parent if spec.source_path else Path(".")
+        problems: list[Problem] = []
+
+        def bad(msg, path):
+            problems.append(doc.problem(msg, path) if doc else Problem(msg))
+
+        if isinstance(spec.weights, str):
+            try:
+                self.set_weights(arrays.load_npz(base / spec.weights, "weights"), source=spec.weights)
+            except DataError as exc:
+                bad(str(exc), ("weights",))
+        else:
+            values = {}
+            for name, value in spec.weights.items():
+                path = ("weights", name)
+                try:
+                    if isinstance(value, str):
+                        a = arrays.load_npy(base / value, "weights")
+                    else:
+                        a = np.array(value)
+                        if a.dtype == object or a.dtype.kind not in "fiu":
+                            raise DataError("inline weights must be a number or nested lists of numbers with "
+                                            "equal lengths (a rectangular array)")
+                    values[name] = a
+                except DataError as exc:
+                    bad(f"weights '{name}': {exc}", path)
+                except ValueError:
+                    bad(f"weights '{name}': nested lists have unequal lengths; an array must be rectangular", path)
+            for name, a in values.items():
+                try:
+                    self.set_weights({name: a}, source="weights")
+                except DataError as exc:
+                    bad(str(exc), ("weights", name))
+        if problems:
+            raise SpecError(problems, doc.filename if doc else "<spec>", doc.source if doc else None)
+
+    def save(self, path) -> None:
+        """Write params and buffers to .npz with PyTorch state_dict names (atomic)."""
+        arrays.save_npz(path, self.state_dict())
+
+    def load(self, path, strict: bool = True) -> None:
+        """Load an .npz of state_dict names (from save(), or numpy-converted PyTorch state_dict)."""
+        self.set_weights(arrays.load_npz(path, "weights"), source=str(path), strict=strict)
+
+    def astype(self, dtype) -> "Model":
+        """A copy of this model with params and buffers in another float dtype."""
+        other = Model.__new__(Model)
+        other.__dict__.update(self.__dict__)
+        other.dtype = np.dtype(dtype)
+        other.params = {k: v.astype(other.dtype) for k, v in self.params.items()}
+        other.buffers = {k: (v if v.dtype.kind == "i" else v.astype(other.dtype)) for k, v in self.buffers.items()}
+        other.velocity = {k: v.astype(other.dtype) for k, v in self.velocity.items()}
+        other.activations, other._tape, other._dloss, other.grads = {}, None, None, {}
+        return other
+
+    # ------------------------------------------------------------------ forward / loss / backward / step
+    def _check_input(self, x) -> np.ndarray:
+        x = np.asarray(x)
+        want = tuple(self.spec.input.shape)
+        if x.dtype.kind not in "fiu":
+            raise DataError(f"input must be numbers, got dtype {x.dtype}")
+        if x.shape[1:] != want or x.ndim != len(want) + 1:
+            hint = " (add a batch dimension: x[None])" if x.shape == want else ""
+            raise DataError(f"input has shape {x.shape}; the spec expects (N, {', '.join(map(str, want))}) "
+                            f"in {self.graph.layout if len(want) == 3 else 'feature'} layout{hint}")
+        if x.shape[0] == 0:
+            raise DataError("input batch is empty (N = 0)")
+        per_sample = sum(prod(n.shape) for n in self.graph.nodes.values()) + prod(want)
+        need = per_sample * x.shape[0] * self.dtype.itemsize
+        if need > MAX_ACTIVATION_BYTES:
+            raise DataError(f"a batch of {x.shape[0]} needs {need / 2**30:.1f} GiB of activations; the limit is "
+                            f"{MAX_ACTIVATION_BYTES / 2**30:.0f} GiB - use a smaller batch")
+        return np.ascontiguousarray(self._to_internal(x.astype(self.dtype, copy=False)))
+
+    def forward(self, x, train: bool = False) -> np.ndarray:
+        """x: (N, *input.shape) in the declared layout -> output of the `output` layer, same layout rules.
+
+        train=True uses batch statistics in batchnorm (and updates its running buffers) and applies dropout."""
+        acts = {INPUT_NAME: self._check_input(x)}
+        tape = []
+        for node in self.graph.nodes.values():
+            name = node.name
+            params = {k: self.params[f"{name}.{k}"] for k in node.params}
+            buffers = {k: self.buffers[f"{name}.{k}"] for k in node.buffers}
+            out, cache, updates = OPS[node.type].forward(node.attrs, [acts[i] for i in node.inputs], params,
+                                                         buffers, train, self._rng)
+            assert out.shape[1:] == node.shape, f"{name}: op gave {out.shape[1:]}, inference said {node.shape}"
+            for k, v in updates.items():
+                self.buffers[f"{name}.{k}"] = v
+            acts[name] = out
+            tape.append((node, cache))
+        self._tape = tape
+        self._dloss = None
+        self.activations = {k: self._to_declared(v) for k, v in acts.items() if k != INPUT_NAME}
+        return self.activations[self.graph.output]
+
+    def loss(self, out, target) -> float:
+        """The spec's loss of `out` (as returned by forward) against `target`; remembers dloss/dout for backward."""
+        if self.spec.loss is None:
+            raise DataError("the spec has no `loss:`; add e.g. loss: {type: mse} to compute a loss")
+        target = np.asarray(target)
+        if target.dtype.kind == "f":
+            target = target.astype(self.dtype, copy=False)
+        pred = self._to_internal(np.asarray(out))
+        if target.ndim == 4:
+            target = self._to_internal(target)
+        try:
+            value, dpred = LOSSES[self.spec.loss.type](pred, target, self.spec.loss.reduction)
+        except ValueError as exc:
+            raise DataError(f"loss {self.spec.loss.type}: {exc}") from None
+        self._dloss = dpred
+        return float(value)
+
+    def backward(self, dout=None) -> dict[str, np.ndarray]:
+        """Gradients of the last loss (or of sum(out * dout)) w.r.t. every parameter; also sets input_grad."""
+        if self._tape is None:
+            raise DataError("call forward() before backward()")
+        if dout is None:
+            if self._dloss is None:
+                raise DataError("call loss() before backward(), or pass dout")
+            dout = self._dloss
+        else:
+            dout = self._to_internal(np.asarray(dout, dtype=self.dtype))
+        douts: dict[str, np.ndarray] = {self.graph.output: dout}
+        grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        for node, cache in reversed(self._tape):
+            g = douts.pop(node.name, None)
+            if g is None:  # not upstream of the output: no gradient flows here
+                continue
+            dxs, dparams = OPS[node.type].backward(node.attrs, g, cache)
+            for k, v in dparams.items():
+                key = f"{node.name}.{k}"
+                assert v.shape == grads[key].shape, f"{key}: grad {v.shape} vs param {grads[key].shape}"
+                grads[key] = v
+            for src, dx in zip(node.inputs, dxs):
+                douts[src] = douts[src] + dx if src in douts else dx
+        dx = douts.get(INPUT_NAME)
+        self.input_grad = self._to_declared(dx) if dx is not None else None
+        self.grads = grads
+        return grads
+
+    def step(self, grads: dict[str, np.ndarray] | None = None) -> None:
+        """One SGD update (the spec's optimizer, PyTorch's formulas) with the last backward's gradients."""
+        grads = grads if grads is not None else self.grads
+        if not grads:
+            raise DataError("call backward() before step()")
+        o = self.spec.optimizer
+        self.params, self.velocity = sgd_step(self.params, grads, self.velocity, lr=o.lr, momentum=o.momentum,
+                                              dampening=o.dampening, nesterov=o.nesterov,
+                                              weight_decay=o.weight_decay)
+
+    def train_step(self, x, target) -> float:
+        """forward(train=True), loss, backward, step; returns the loss before the update."""
+        value = self.loss(self.forward(x, train=True), target)
+        self.backward()
+        self.step()
+        return value
+
+
+def _shape_hint(name: str, graph: Graph) -> str:
+    layer = name.rsplit(".", 1)[0]
+    node = graph.nodes.get(layer)
+    if node is None or not name.endswith(".weight"):
+        return ""
+    return {"conv2d": " (conv weight is (filters, in_channels/groups, kh, kw))",
+            "dense": " (dense weight is (units, in_features), as PyTorch's nn.Linear)"}.get(node.type, "")
+
+
+def compile(spec, *, dtype=None, weights=None) -> Model:  # noqa: A001 - the public name in the contract
+    """Build an executable model from a Spec or a spec path; `weights` is an optional .npz path or dict."""
+    if isinstance(spec, (str, Path)):
+        spec = load_spec(spec)
+    if not isinstance(spec, Spec):
+        raise TypeError(f"compile() takes a Spec or a path, got {type(spec).__name__}")
+    model = Model(spec, dtype)
+    if weights is not None:
+        if isinstance(weights, (str, Path)):
+            model.load(weights, strict=False)
+        else:
+            model.set_weights(weights)
+    return model
