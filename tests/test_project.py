@@ -1,0 +1,24 @@
+"""The project's own promises: README commands, CI script, package layout."""
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def quickstart_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Quickstart", 1)[1]
+    block = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_readme_quickstart_has_exactly_two_commands():
+    commands = quickstart_commands()
+    assert len(commands) == 2, commands
+    assert "cnnspec compile specs/lecture_cnn.yaml" in commands[0] and "--verify" in commands[0]
+    assert "pytest" in commands[1]
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert quickstart_commands()[1] in ci.splitlines()
