@@ -34,9 +34,19 @@ def check_numeric(a: np.ndarray, label: str, finite: bool = True) -> np.ndarray:
     return a
 
 
+def _magic(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(6)
+
+
 def load_npy(path, what: str = "array", finite: bool = True) -> np.ndarray:
     path = Path(path)
     _check_file(path, what)
+    head = _magic(path)
+    if head.startswith(b"PK"):
+        raise DataError(f"{path}: is an .npz archive; expected a single .npy array")
+    if head != b"\x93NUMPY":
+        raise DataError(f"{path}: not a readable .npy file (no NumPy header; save arrays with numpy.save)")
     try:
         a = np.load(path, allow_pickle=False)
     except ValueError as exc:
@@ -54,6 +64,8 @@ def load_npy(path, what: str = "array", finite: bool = True) -> np.ndarray:
 def load_npz(path, what: str = "arrays", finite: bool = True) -> dict[str, np.ndarray]:
     path = Path(path)
     _check_file(path, what)
+    if not _magic(path).startswith(b"PK"):
+        raise DataError(f"{path}: not a readable .npz file (not a zip archive; save with numpy.savez)")
     try:
         with np.load(path, allow_pickle=False) as z:
             if not isinstance(z, np.lib.npyio.NpzFile):

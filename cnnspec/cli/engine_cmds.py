@@ -150,8 +150,9 @@ def run_train(args: argparse.Namespace) -> int:
             for b in progress(range(batches), total=batches, desc=f"epoch {epoch}/{args.epochs}"):
                 idx = order[b * args.batch_size:(b + 1) * args.batch_size]
                 xb, yb = x[idx], y[idx]
-                out = model.forward(xb, train=True)
-                loss = model.loss(out, yb)
+                with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported just below
+                    out = model.forward(xb, train=True)
+                    loss = model.loss(out, yb)
                 if not np.isfinite(loss):
                     print(f"loss became {loss} at epoch {epoch}, batch {b + 1}: training diverged; "
                           "try a smaller optimizer.lr", file=sys.stderr)

@@ -1,0 +1,160 @@
+"""`cnnspec run`, `train`, `gradcheck` through the CLI: outputs, files, exit codes, bad input."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnspec.cli import main
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+
+
+def cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+@pytest.fixture
+def lecture_arrays(tmp_path):
+    np.save(tmp_path / "x.npy", np.array([[0.6, 0.8]]))
+    np.save(tmp_path / "y.npy", np.array([[3.0]]))
+    return tmp_path
+
+
+def test_run_dumps_the_lecture_numbers(capsys, lecture_arrays):
+    t = lecture_arrays
+    code, out, _ = cli(capsys, "run", SPECS / "lecture_linear.yaml", "--input", t / "x.npy", "--target", t / "y.npy",
+                       "--steps", 1, "--dump", t / "out.npz")
+    assert code == 0
+    assert "loss (mse, mean): 6.8644" in out
+    d = np.load(t / "out.npz")
+    assert d["output"][0, 0] == pytest.approx(0.38)
+    assert float(d["loss"]) == pytest.approx(6.8644)
+    np.testing.assert_allclose(d["grad/fc.weight"], [[-3.144, -4.192]])
+    np.testing.assert_allclose(d["param/fc.weight"], [[0.53144, 0.14192]])   # lr 0.01
+    np.testing.assert_allclose(d["act/fc"], d["output"])
+    np.testing.assert_allclose(d["grad/input"], [[2 * (0.38 - 3) * 0.5, 2 * (0.38 - 3) * 0.1]])
+
+
+def test_run_lr_one_oscillates(capsys, lecture_arrays):
+    """With lr 1 and |x|^2 = 1 the update multiplies the error by 1 - 2 = -1: the loss repeats."""
+    t = lecture_arrays
+    code, out, _ = cli(capsys, "run", SPECS / "lecture_sgd_lr1.yaml", "-x", t / "x.npy", "-y", t / "y.npy",
+                       "--steps", 2, "--dump", t / "o.npz")
+    assert code == 0
+    d = np.load(t / "o.npz")
+    np.testing.assert_allclose(d["loss_history"], [6.8644, 6.8644])
+    np.testing.assert_allclose(d["param/fc.weight"], [[0.5, 0.1]], atol=1e-12)   # back where it started
+
+
+def test_run_without_target_dumps_activations_only(capsys, tmp_path):
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((2, 1, 32, 32)))
+    code, out, _ = cli(capsys, "run", SPECS / "lenet5.yaml", "-x", tmp_path / "x.npy", "--dump", tmp_path / "o.npz")
+    assert code == 0
+    d = np.load(tmp_path / "o.npz")
+    assert d["act/c1"].shape == (2, 6, 28, 28) and d["act/s4"].shape == (2, 16, 5, 5)
+    assert "loss" not in d.files and not any(k.startswith("grad/") for k in d.files)
+
+
+@pytest.mark.parametrize("make, args, message", [
+    (lambda t: np.save(t / "x.npy", np.zeros((1, 3))), ["-x", "x.npy"], r"expects \(N, 2\)"),
+    (lambda t: np.save(t / "x.npy", np.array([[np.nan, 1.0]])), ["-x", "x.npy"], "nan at index"),
+    (lambda t: (t / "x.npy").write_bytes(b"not numpy"), ["-x", "x.npy"], "not a readable .npy"),
+    (lambda t: np.save(t / "x.npy", np.array([[{}, 1]], dtype=object)), ["-x", "x.npy"], "pickled"),
+    (lambda t: None, ["-x", "missing.npy"], "not found"),
+    (lambda t: np.save(t / "x.npy", np.zeros((1, 2))), ["-x", "x.npy", "--steps", "1"], "needs --target"),
+    (lambda t: np.save(t / "x.npy", np.zeros((1, 2))), ["-x", "x.npy", "--steps", "-1"], ">= 0"),
+    (lambda t: (np.save(t / "x.npy", np.zeros((1, 2))), np.save(t / "y.npy", np.zeros((3, 3)))),
+     ["-x", "x.npy", "-y", "y.npy"], "mse"),
+    (lambda t: (np.save(t / "x.npy", np.zeros((1, 2))), np.savez(t / "w.npz", **{"fc.weight": np.zeros((2, 2))})),
+     ["-x", "x.npy", "--weights", "w.npz"], r"'fc.weight' has shape \(2, 2\), the model expects \(1, 2\)"),
+    (lambda t: np.save(t / "x.npy", np.zeros((1, 2))), ["-x", "x.npy", "--dump", "nodir/o.npz"], "does not exist"),
+])
+def test_run_bad_input_exits_2_with_a_clear_message(capsys, tmp_path, monkeypatch, make, args, message):
+    monkeypatch.chdir(tmp_path)
+    make(tmp_path)
+    code, out, err = cli(capsys, "run", SPECS / "lecture_linear.yaml", *args)
+    assert code == 2
+    assert __import__("re").search(message, err), err
+    assert not list(tmp_path.glob("**/*.tmp"))
+
+
+def _blobs(tmp_path, n=64):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, n)
+    x = rng.standard_normal((n, 2)) * 0.3 + np.array([[2, 0], [-2, 0], [0, 2]])[y]
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    (tmp_path / "m.yaml").write_text("cnnspec: 1\nname: blobs\ninput: {shape: [2]}\nlayers:\n"
+                                     "  - {type: dense, units: 8}\n  - {type: relu}\n  - {type: dense, units: 3}\n"
+                                     "loss: {type: cross_entropy}\noptimizer: {lr: 0.1, momentum: 0.9}\n")
+
+
+def test_train_learns_checkpoints_and_plots(capsys, tmp_path):
+    _blobs(tmp_path)
+    code, out, _ = cli(capsys, "train", tmp_path / "m.yaml", "--data", tmp_path / "d.npz", "--epochs", 5,
+                       "--batch-size", 16, "--out", tmp_path / "w.npz", "--plot", tmp_path / "loss.svg", "--json")
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]
+    assert rows[-1]["loss"] < rows[0]["loss"] and rows[-1]["accuracy"] > 0.9
+    assert (tmp_path / "loss.svg").read_text().startswith("<svg")
+    # the checkpoint is accepted by run and by a further train
+    np.save(tmp_path / "x.npy", np.load(tmp_path / "d.npz")["x"][:4])
+    assert cli(capsys, "run", tmp_path / "m.yaml", "-x", tmp_path / "x.npy", "--weights", tmp_path / "w.npz")[0] == 0
+    code, out, _ = cli(capsys, "train", tmp_path / "m.yaml", "--data", tmp_path / "d.npz", "--weights",
+                       tmp_path / "w.npz", "--epochs", 1)
+    assert code == 0 and "epoch 1/1" in out
+
+
+@pytest.mark.parametrize("data, message", [
+    (dict(x=np.zeros((4, 2))), "missing array(s) 'y'"),
+    (dict(x=np.zeros((4, 2)), y=np.zeros(3, int)), "x has 4 samples but y has 3"),
+    (dict(x=np.zeros((4, 3)), y=np.zeros(4, int)), r"expects \(M, 2\)"),
+    (dict(x=np.full((4, 2), np.inf), y=np.zeros(4, int)), "inf at index"),
+])
+def test_train_bad_data_exits_2(capsys, tmp_path, data, message):
+    _blobs(tmp_path)
+    np.savez(tmp_path / "bad.npz", **data)
+    code, _, err = cli(capsys, "train", tmp_path / "m.yaml", "--data", tmp_path / "bad.npz")
+    assert code == 2 and message in err.replace("\\", "") or __import__("re").search(message, err), err
+
+
+def test_train_divergence_exits_1(capsys, tmp_path):
+    _blobs(tmp_path)
+    text = (tmp_path / "m.yaml").read_text().replace("lr: 0.1", "lr: 1.0e+300")
+    (tmp_path / "m.yaml").write_text(text)
+    code, _, err = cli(capsys, "train", tmp_path / "m.yaml", "--data", tmp_path / "d.npz", "--epochs", 3)
+    assert code == 1 and "diverged" in err
+
+
+def test_gradcheck_cli(capsys):
+    code, out, _ = cli(capsys, "gradcheck", SPECS / "lecture_cnn.yaml".replace("lecture_cnn", "lenet5"), "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["ok"] and {r["name"] for r in data["rows"]} >= {"c1.weight", "output.bias", "input"}
+
+
+def test_interrupting_train_keeps_the_last_checkpoint(tmp_path):
+    """SIGINT mid-training: exit 130, the last epoch's checkpoint intact and loadable, no temp files."""
+    import signal
+    import time
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((2048, 1, 32, 32)), y=rng.integers(0, 10, 2048))
+    proc = subprocess.Popen([sys.executable, "-m", "cnnspec", "train", str(SPECS / "lenet5.yaml"), "--data",
+                             str(tmp_path / "d.npz"), "--epochs", "50", "--batch-size", "256", "--out",
+                             str(tmp_path / "w.npz")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (tmp_path / "w.npz").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    state = np.load(tmp_path / "w.npz")
+    assert "c1.weight" in state.files
+    assert not list(tmp_path.glob(".*tmp"))
