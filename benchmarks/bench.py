@@ -1,0 +1,189 @@
+"""Speed and memory of the NumPy engine against onnxruntime and PyTorch, measured in one run.
+
+    python benchmarks/bench.py            # writes docs/benchmarks.md
+    python benchmarks/bench.py --quick    # fewer repeats, prints only
+
+Every (runtime, model, task, dtype) is timed in a fresh subprocess with the same thread count
+(OPENBLAS/OMP/MKL threads, torch.set_num_threads, onnxruntime intra_op_num_threads), the same
+seeded data and the same weights (the cnnspec model's, exported to ONNX or handed to torch), so
+the ratios compare algorithms, not set-ups. Peak memory is the worker's peak RSS after the timed
+runs minus its RSS before them (what the computation itself added). Ratios are engine / peer:
+below 1.0 the engine is faster.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+THREADS = 2
+
+# (spec, batch): the lecture CNN with the notes' batch of 10, LeNet-5, and bench-cnn.
+MODELS = [("lecture_cnn", 10), ("lenet5", 64), ("bench_cnn", 32)]
+TASKS = [("forward", "float32"), ("forward", "float64"), ("train_step", "float32"), ("train_step", "float64")]
+PEERS = {"forward": ["onnxruntime", "torch"], "train_step": ["torch"]}
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _current_rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def worker(runtime: str, spec_name: str, batch: int, task: str, dtype: str, repeats: int) -> dict:
+    import numpy as np
+
+    import cnnspec
+    model = cnnspec.compile(ROOT / "specs" / f"{spec_name}.yaml", dtype=dtype)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, *model.spec.input.shape)).astype(dtype)
+    classes = model.shapes[model.output_name][0]
+    y = rng.integers(0, classes, batch)
+
+    if runtime == "cnnspec":
+        fn = (lambda: model.forward(x)) if task == "forward" else (lambda: model.train_step(x, y))
+    elif runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        from cnnspec.onnx_export import to_onnx
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = THREADS
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(to_onnx(model).SerializeToString(), options,
+                                       providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        fn = lambda: session.run(None, {name: x})  # noqa: E731
+    else:
+        import torch
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from torch_reference import torch_forward, torch_loss
+        torch.set_num_threads(THREADS)
+        tdtype = getattr(torch, dtype)
+        params = {k: torch.tensor(v, dtype=tdtype, requires_grad=True) for k, v in model.params.items()}
+        buffers = {k: torch.tensor(v, dtype=tdtype) for k, v in model.buffers.items()
+                   if not k.endswith("num_batches_tracked")}
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        o = model.spec.optimizer
+        opt = torch.optim.SGD(list(params.values()), lr=o.lr, momentum=o.momentum)
+        if task == "forward":
+            def fn():
+                with torch.no_grad():
+                    return torch_forward(model.graph, xt, params, buffers, train=False)[0]
+        else:
+            def fn():
+                opt.zero_grad(set_to_none=True)
+                out = torch_forward(model.graph, xt, params, buffers, train=True)[0]
+                torch_loss(model.spec, out, yt).backward()
+                opt.step()
+
+    for _ in range(3):  # warm-up: allocator pools, BLAS threads, onnxruntime arenas
+        fn()
+    before = _current_rss_mib()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return {"median_ms": 1000 * statistics.median(times), "min_ms": 1000 * min(times),
+            "peak_mib": max(_rss_mib() - before, 0.0)}
+
+
+def measure(runtime, spec_name, batch, task, dtype, repeats) -> dict | None:
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": str(THREADS), "OMP_NUM_THREADS": str(THREADS),
+           "MKL_NUM_THREADS": str(THREADS), "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, __file__, "--worker", runtime, spec_name, str(batch), task, dtype, str(repeats)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        print(f"  {runtime} {spec_name} {task} {dtype} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def have(module: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(module) is not None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="5 repeats, print only (no docs/benchmarks.md)")
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        runtime, spec_name, batch, task, dtype, repeats = args.worker
+        print(json.dumps(worker(runtime, spec_name, int(batch), task, dtype, int(repeats))))
+        return 0
+    repeats = 5 if args.quick else args.repeats
+    peers = {task: [p for p in names if have(p)] for task, names in PEERS.items()}
+    rows = []
+    for spec_name, batch in MODELS:
+        for task, dtype in TASKS:
+            ours = measure("cnnspec", spec_name, batch, task, dtype, repeats)
+            for peer in peers[task]:
+                if peer == "onnxruntime" and dtype == "float64":
+                    continue  # onnxruntime's CPU provider has no float64 Conv
+                theirs = measure(peer, spec_name, batch, task, dtype, repeats)
+                if ours is None or theirs is None:
+                    continue
+                row = {"model": spec_name, "batch": batch, "task": task, "dtype": dtype, "peer": peer,
+                       "cnnspec_ms": ours["median_ms"], "peer_ms": theirs["median_ms"],
+                       "ratio": ours["median_ms"] / theirs["median_ms"],
+                       "cnnspec_peak_mib": ours["peak_mib"], "peer_peak_mib": theirs["peak_mib"]}
+                rows.append(row)
+                print(f"{spec_name:12s} b{batch:<3d} {task:10s} {dtype:7s} vs {peer:11s}: "
+                      f"{row['cnnspec_ms']:8.2f} ms / {row['peer_ms']:8.2f} ms = {row['ratio']:.2f}x  "
+                      f"peak {row['cnnspec_peak_mib']:.1f} / {row['peer_peak_mib']:.1f} MiB", flush=True)
+    if not args.quick:
+        write_markdown(rows, repeats, peers)
+    return 0
+
+
+def write_markdown(rows, repeats, peers) -> None:
+    import numpy as np
+    versions = [f"numpy {np.__version__}"]
+    for module in ("onnxruntime", "torch"):
+        if have(module):
+            versions.append(f"{module} {__import__(module).__version__}")
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `python benchmarks/bench.py` (do not edit by hand). Each number is the median of "
+        f"{repeats} timed runs after 3 warm-ups, every runtime in its own process with {THREADS} threads, on the "
+        "same data and weights. **ratio = cnnspec / peer**: below 1.0 cnnspec is faster. Peak is the extra "
+        "resident memory the timed runs needed in that process (MiB).",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        + ", ".join(versions) + ".",
+        "",
+        "Targets (issue 3), on bench-cnn: a float64 training step no slower than PyTorch (ratio <= 1.0); "
+        "float32 forward within 2x of onnxruntime (ratio <= 2.0).",
+        "",
+        "| model | batch | task | dtype | peer | cnnspec ms | peer ms | ratio | cnnspec peak MiB | peer peak MiB |",
+        "|---|---:|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['batch']} | {r['task']} | {r['dtype']} | {r['peer']} | "
+                     f"{r['cnnspec_ms']:.2f} | {r['peer_ms']:.2f} | **{r['ratio']:.2f}** | "
+                     f"{r['cnnspec_peak_mib']:.1f} | {r['peer_peak_mib']:.1f} |")
+    lines += ["", "A training step is forward (train mode) + loss + backward + SGD update. onnxruntime runs "
+              "inference only, and its CPU provider has no float64 Conv, so it is compared on float32 forward.",
+              "PyTorch rows appear only when torch is installed (it is never a dependency: "
+              "`pip install torch==2.13.0` locally)."]
+    (ROOT / "docs" / "benchmarks.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {ROOT / 'docs' / 'benchmarks.md'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
