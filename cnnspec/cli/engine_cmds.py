@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from ..errors import DataError
 
@@ -108,7 +107,6 @@ def run_run(args: argparse.Namespace) -> int:
 
 def _accuracy(model, out, y):
     """Fraction correct for classification losses; None for regression (mse)."""
-    import numpy as np
     kind = model.spec.loss.type
     if kind == "cross_entropy" and out.ndim == 2:
         labels = y if y.ndim == 1 else y.argmax(axis=1)
@@ -188,7 +186,7 @@ def _save_plot(path: str, losses: list[float], title: str) -> None:
     """A loss curve as a small standalone SVG (no plotting library needed)."""
     from html import escape
 
-    from ..arrays import atomic_write
+    from ..arrays import write_files
     w, h, m = 480, 300, 48
     lo, hi = min(losses), max(losses)
     span = (hi - lo) or 1.0
@@ -205,7 +203,7 @@ def _save_plot(path: str, losses: list[float], title: str) -> None:
            f'<text x="{w - m}" y="{h - m + 16}" text-anchor="end">epoch {len(losses)}</text>'
            f'<text x="{m}" y="{h - m + 16}">1</text>'
            f'<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{pts}"/></svg>\n')
-    atomic_write(path, lambda tmp: Path(tmp).write_text(svg, encoding="utf-8"))
+    write_files({path: svg})
 
 
 def run_gradcheck(args: argparse.Namespace) -> int:
