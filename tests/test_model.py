@@ -201,7 +201,7 @@ def test_spec_weights_inline_npy_and_npz(tmp_path):
 
 @pytest.mark.parametrize("weights, message", [
     ("{fc.weight: [0.5, 0.1]}", r"'fc.weight' has shape .2,?.,? the model expects .1, 2."),
-    ("{fc.weight: [[0.5], [0.1, 0.2]]}", "different lengths"),
+    ("{fc.weight: [[0.5], [0.1, 0.2]]}", "same shape"),
     ("{fc.weight: [[0.5, .nan]]}", "not a finite number"),
     ("{fc.wieght: [[0.5, 0.1]]}", "did you mean 'fc.weight'"),
     ("{fc.weight: missing.npy}", "not found"),

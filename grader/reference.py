@@ -1,0 +1,282 @@
+"""Reference answers, computed through cnnspec's public API (compile, forward, loss, backward, step).
+
+One `Reference` per assignment variant (the data one student sees); the grader caches it by variant key,
+so a class of 500 students with shared data runs each model once. Everything is computed lazily: an
+assignment of shape questions never runs a forward pass.
+
+Also the recomputations that "error carried forward" needs: a loss for the student's own output, gradients
+for it, a layer applied to the student's own upstream activation, an SGD step with the student's gradient.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any, Optional
+
+import numpy as np
+import yaml
+
+import cnnspec
+from cnnspec.errors import CnnspecError, DataError
+from cnnspec.optim import sgd_step
+from cnnspec.schema import INPUT_NAME
+
+from .assignment import Assignment, Variant
+
+
+def bn_axes(ndim: int, layout: str) -> tuple[int, ...]:
+    """Axes of a batch (declared layout) that batch norm averages over: all but the channel axis."""
+    if ndim == 2:
+        return (0,)
+    return (0, 1, 2) if layout == "HWC" else (0, 2, 3)
+
+
+def kernel_shape(weight_shape: tuple[int, ...], layout: str) -> list[int]:
+    """One conv kernel in the declared layout: (F, C/g, kh, kw) -> [kh, kw, C/g] (HWC) or [C/g, kh, kw] (CHW)."""
+    _, c, kh, kw = weight_shape
+    return [kh, kw, c] if layout == "HWC" else [c, kh, kw]
+
+
+class ModelRun:
+    """One model of the assignment on one variant's data: a forward, loss and backward pass, done once."""
+
+    def __init__(self, assignment: Assignment, name: str, variant: Variant):
+        self.name = name
+        self.spec = assignment.specs[name]
+        self.ref = assignment.refs[name]
+        self.graph = self.spec.graph
+        self.layout = self.spec.input.layout
+        self.variant = variant
+        self._steps: list[dict[str, np.ndarray]] = []
+        self._layer_models: dict[str, Any] = {}
+
+    # -------------------------------------------------------------- data
+    def _compile(self):
+        model = cnnspec.compile(self.spec)
+        if self.ref.weights:
+            model.set_weights({p: self.variant.data[d] for p, d in self.ref.weights.items()},
+                              source=f"model '{self.name}' weights")
+        return model
+
+    @cached_property
+    def x(self) -> np.ndarray:
+        return np.asarray(self.variant.data[self.ref.input], dtype=np.float64)
+
+    @cached_property
+    def target(self) -> np.ndarray:
+        t = np.asarray(self.variant.data[self.ref.target])
+        loss = self.spec.loss.type if self.spec.loss else None
+        if loss == "cross_entropy" and t.ndim == 1:
+            if t.dtype.kind == "f" and not np.all(t == np.round(t)):
+                raise DataError(f"model '{self.name}': cross-entropy class indices must be integers, got {t}")
+            return t.astype(np.int64)
+        return t.astype(np.float64)
+
+    # -------------------------------------------------------------- one pass
+    @cached_property
+    def model(self):
+        """The compiled model, after forward (train per the assignment), loss and backward when there is a target."""
+        model = self._compile()
+        self.initial_params = {k: v.copy() for k, v in model.params.items()}
+        out = model.forward(self.x, train=self.ref.train)
+        self.output = np.array(out)
+        self.activations = {k: np.array(v) for k, v in model.activations.items()}
+        self.loss_value: Optional[float] = None
+        self.grads: dict[str, np.ndarray] = {}
+        self.input_grad: Optional[np.ndarray] = None
+        if self.ref.target is not None and self.spec.loss is not None:
+            self.loss_value = model.loss(out, self.target)
+            self.grads = {k: np.array(v) for k, v in model.backward().items()}
+            self.input_grad = np.array(model.input_grad)
+        return model
+
+    def activation(self, layer: str) -> np.ndarray:
+        self.model
+        return self.x if layer == INPUT_NAME else self.activations[layer]
+
+    def bn_input(self, layer: str) -> np.ndarray:
+        return self.activation(self.graph.nodes[layer].inputs[0])
+
+    def bn_stats(self, layer: str, ddof: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        x = self.bn_input(layer)
+        axes = bn_axes(x.ndim, self.layout)
+        return x.mean(axis=axes), x.var(axis=axes, ddof=ddof)
+
+    def params_after(self, steps: int) -> dict[str, np.ndarray]:
+        """Parameters after `steps` optimizer steps on this batch (forward, loss, backward, step each time)."""
+        if len(self._steps) < steps:
+            model = self._compile()
+            snapshots = []
+            for _ in range(steps):
+                model.loss(model.forward(self.x, train=self.ref.train), self.target)
+                model.backward()
+                model.step()
+                snapshots.append({k: v.copy() for k, v in model.params.items()})
+            self._steps = snapshots
+        return self._steps[steps - 1]
+
+    # -------------------------------------------------------------- recomputations (error carried forward)
+    def loss_of(self, out: np.ndarray) -> float:
+        """The spec's loss of the student's output against the target."""
+        return self.model.loss(np.asarray(out, dtype=np.float64), self.target)
+
+    def grads_for_output(self, out: np.ndarray) -> tuple[dict[str, np.ndarray], Optional[np.ndarray]]:
+        """Gradients backpropagated from the loss of the student's output (through the reference pass)."""
+        model = self.model
+        model.loss(np.asarray(out, dtype=np.float64), self.target)
+        grads = {k: np.array(v) for k, v in model.backward().items()}
+        return grads, (np.array(model.input_grad) if model.input_grad is not None else None)
+
+    def sgd_from_grad(self, param: str, grad: np.ndarray) -> np.ndarray:
+        """One step of the spec's optimizer from the initial parameters, with the student's gradient."""
+        self.model
+        o = self.spec.optimizer
+        theta = self.initial_params[param]
+        new, _ = sgd_step({param: theta}, {param: np.asarray(grad, dtype=theta.dtype)}, {}, lr=o.lr,
+                          momentum=o.momentum, dampening=o.dampening, nesterov=o.nesterov,
+                          weight_decay=o.weight_decay)
+        return new[param]
+
+    def layer_model(self, layer: str, changes: Optional[dict] = None):
+        """A one-layer model like `layer` (optionally with some attributes changed), or None if none fits."""
+        key = (layer, repr(sorted((changes or {}).items())))
+        if key in self._layer_models:
+            return self._layer_models[key]
+        node = self.graph.nodes[layer]
+        model = None
+        if len(node.inputs) == 1 and node.type != "dropout":
+            in_shape = self.graph.declared(self.graph.shape_of(node.inputs[0]))
+            layer_dict = node.layer.model_dump(exclude_none=True, exclude={"inputs"})
+            layer_dict.update(changes or {})
+            layer_dict["name"] = layer
+            if layer_dict["type"] == "avgpool":
+                layer_dict.pop("dilation", None)
+            if layer_dict["type"] == "maxpool":
+                layer_dict.pop("count_include_pad", None)
+            text = yaml.safe_dump({"cnnspec": 1, "name": "recomputed",
+                                   "input": {"shape": list(in_shape), "layout": self.layout,
+                                             "dtype": self.spec.input.dtype},
+                                   "layers": [layer_dict]}, sort_keys=False)
+            try:
+                model = cnnspec.compile(cnnspec.loads_spec(text, f"<{layer}>"))
+            except CnnspecError:
+                model = None
+        self._layer_models[key] = model
+        return model
+
+    def layer_forward(self, layer: str, upstream: np.ndarray, changes: Optional[dict] = None,
+                      params: Optional[dict] = None) -> Optional[np.ndarray]:
+        """`layer` applied to an input activation (N, ...): the student's own upstream answer (error carried
+        forward), or the true input under a wrong assumption (changed attributes or parameters)."""
+        model = self.layer_model(layer, changes)
+        if model is None:
+            return None
+        self.model
+        node = self.graph.nodes[layer]
+        weights = {k: self.initial_params[f"{layer}.{k}"] for k in node.params}
+        weights.update(params or {})
+        try:
+            model.set_weights({f"{layer}.{k}": v for k, v in weights.items() if f"{layer}.{k}" in model.params})
+            return np.array(model.forward(np.asarray(upstream, dtype=np.float64), train=self.ref.train))
+        except CnnspecError:
+            return None
+
+    def params_after_with(self, steps: int, **optimizer) -> dict[str, np.ndarray]:
+        """Parameters after `steps` steps with some optimizer settings changed (e.g. momentum=0)."""
+        model = self._compile()
+        spec = self.spec.model_copy(update={"optimizer": self.spec.optimizer.model_copy(update=optimizer)})
+        model.spec = spec
+        for _ in range(steps):
+            model.loss(model.forward(self.x, train=self.ref.train), self.target)
+            model.backward()
+            model.step()
+        return {k: v.copy() for k, v in model.params.items()}
+
+    def shape_from(self, layer: str, upstream_shape: list[int]) -> Optional[list[int]]:
+        """`layer`'s output shape if its input had the student's upstream shape (None if impossible)."""
+        node = self.graph.nodes[layer]
+        if len(node.inputs) != 1:
+            return None
+        layer_dict = node.layer.model_dump(exclude_none=True, exclude={"inputs"})
+        layer_dict["name"] = layer
+        text = yaml.safe_dump({"cnnspec": 1, "name": "carried-forward",
+                               "input": {"shape": [int(d) for d in upstream_shape], "layout": self.layout},
+                               "layers": [layer_dict]}, sort_keys=False)
+        try:
+            spec = cnnspec.loads_spec(text, f"<{layer}>")
+        except CnnspecError:
+            return None
+        g = spec.graph
+        return list(g.declared(g.nodes[layer].shape))
+
+
+class Reference:
+    """Every reference answer of one assignment variant."""
+
+    def __init__(self, assignment: Assignment, variant: Variant):
+        self.assignment = assignment
+        self.variant = variant
+        self._runs: dict[str, ModelRun] = {}
+        self._expected: dict[str, Any] = {}
+
+    def run(self, model: str) -> ModelRun:
+        if model not in self._runs:
+            self._runs[model] = ModelRun(self.assignment, model, self.variant)
+        return self._runs[model]
+
+    def run_for(self, q) -> ModelRun:
+        return self.run(self.assignment.model_of[q.id])
+
+    def expected(self, q) -> Any:
+        """The right answer: list[int] for shapes, int for counts, float for a loss, ndarray otherwise."""
+        if q.id not in self._expected:
+            value = self.full(q)
+            index = getattr(q, "index", None)
+            self._expected[q.id] = np.asarray(value)[tuple(index)] if index is not None else value
+        return self._expected[q.id]
+
+    def full(self, q) -> Any:
+        """The whole quantity a question is about (before its `index`)."""
+        key = ("full", q.id)
+        if key not in self._expected:
+            self._expected[key] = self._compute(q)
+        return self._expected[key]
+
+    def _compute(self, q) -> Any:
+        r = self.run_for(q)
+        g = r.graph
+        k = q.kind
+        if k == "output_shape":
+            return list(g.declared(g.nodes[q.layer].shape))
+        if k == "param_count":
+            return int(g.nodes[q.layer].param_count if q.layer else g.param_count)
+        if k == "kernel_shape":
+            return kernel_shape(g.nodes[q.layer].params["weight"], r.layout)
+        if k == "weight_shape":
+            layer, local = q.param.rsplit(".", 1)
+            node = g.nodes[layer]
+            return list(node.params.get(local, node.buffers.get(local)))
+        if k == "activation":
+            return r.activation(q.layer)
+        if k == "bn_mean":
+            return r.bn_stats(q.layer)[0]
+        if k == "bn_var":
+            return r.bn_stats(q.layer)[1]
+        if k == "output":
+            r.model
+            return r.output
+        if k == "prediction":
+            r.model
+            return np.argmax(r.output, axis=1).astype(np.int64)
+        if k == "loss":
+            r.model
+            return float(r.loss_value)
+        if k == "gradient":
+            r.model
+            return r.input_grad if q.param == INPUT_NAME else r.grads[q.param]
+        if k == "param_after_steps":
+            return r.params_after(q.steps)[q.param]
+        raise AssertionError(f"unknown question kind {k!r}")
+
+    def solution(self) -> dict[str, Any]:
+        """{question id: expected answer} for every question."""
+        return {q.id: self.expected(q) for q in self.assignment.questions}

@@ -1,0 +1,333 @@
+"""Instructor tools behind `cnnspec assignment`: check, template, solution, Gradescope bundle."""
+from __future__ import annotations
+
+import io
+import json
+import stat
+import zipfile
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import yaml
+
+import cnnspec
+from cnnspec.errors import CnnspecError, DataError
+
+from .assignment import FLOAT_KINDS, Assignment
+from .grade import question_text
+from .reference import Reference
+
+SAMPLE_STUDENT = "sample-student"
+INLINE_DATA_LIMIT = 1000        # template: arrays up to this many values are shown inline, larger go to .npy
+
+
+def _sid(a: Assignment, student: Optional[str]) -> Optional[str]:
+    return student or (SAMPLE_STUDENT if a.has_variants else None)
+
+
+def check_assignment(a: Assignment, student: Optional[str] = None) -> dict:
+    """Compute every reference answer of one variant; flag those that cannot be graded."""
+    sid = _sid(a, student)
+    ref = Reference(a, a.variant(sid))
+    out = []
+    for i, q in enumerate(a.questions):
+        problem = None
+        try:
+            e = ref.expected(q)
+            if q.kind in FLOAT_KINDS and a.setting(q, "nonfinite") == "reject" and \
+                    not np.all(np.isfinite(np.asarray(e, dtype=np.float64))):
+                problem = "the reference answer is not finite (NaN/Inf); use nonfinite: match or change the data"
+        except CnnspecError as exc:
+            problem = f"the reference answer cannot be computed: {exc}"
+        out.append({"number": i + 1, "id": q.id, "kind": q.kind, "points": q.points, "visibility": q.visibility,
+                    "depends_on": a.upstream.get(q.id, []), "ok": problem is None, "problem": problem})
+    return {"assignment": a.name, "variant": ref.variant.key, "student_id": sid, "max_score": a.max_score,
+            "questions": out}
+
+
+# ---------------------------------------------------------------------------- template
+
+_FORMS = {
+    "output_shape": "a shape: a list of sizes",
+    "param_count": "a whole number",
+    "kernel_shape": "a shape: a list of sizes",
+    "weight_shape": "a shape: a list of sizes",
+    "prediction": "a list of class indices (from 0), one per sample",
+    "loss": "a number",
+}
+
+
+def _form(q, a: Assignment) -> str:
+    spec = a.specs[a.model_of[q.id]]
+    layout = spec.input.layout
+    letters = "[" + ", ".join(layout) + "]"
+    if getattr(q, "index", None) is not None:
+        return "a number"
+    if q.kind in ("output_shape",):
+        node = spec.graph.nodes[q.layer]
+        return f"a shape, e.g. {letters} in the spec's {layout} layout" if len(node.shape) == 3 else \
+            "a shape: a list of sizes"
+    if q.kind == "kernel_shape":
+        return "a shape: [kh, kw, depth]" if layout == "HWC" else "a shape: [depth, kh, kw]"
+    if q.kind in _FORMS:
+        return _FORMS[q.kind]
+    if q.kind in ("activation", "output"):
+        return f"nested lists (batch first, then {'the ' + layout + ' layout' if layout else 'features'})"
+    if q.kind in ("bn_mean", "bn_var"):
+        return "a list of numbers, one per channel"
+    if q.kind == "gradient":
+        return "nested lists shaped like the input batch" if q.param == "input" else \
+            f"nested lists shaped like {q.param}"
+    if q.kind == "param_after_steps":
+        return f"nested lists shaped like {q.param}"
+    return "numbers"
+
+
+def _comment(text: str, indent: str = "# ") -> list[str]:
+    return [(indent + line).rstrip() for line in text.splitlines()]
+
+
+def _flow(value: Any) -> str:
+    """A value as one line of YAML flow (numbers exact enough to score 100%)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_flow(v) for v in value) + "]"
+    if isinstance(value, np.ndarray):
+        return _flow(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    v = float(value)
+    if np.isnan(v):
+        return ".nan"
+    if np.isinf(v):
+        return ".inf" if v > 0 else "-.inf"
+    return repr(v)
+
+
+def template(a: Assignment, student: Optional[str], out: Optional[Path]) -> tuple[str, dict[Path, np.ndarray]]:
+    """The answers file a student fills in: questions, the student's data, the models - never an answer."""
+    sid = _sid(a, student) if a.has_variants else student
+    variant = a.variant(sid)
+    files: dict[Path, np.ndarray] = {}
+    lines = [f"# {a.title}", "#"]
+    if a.file.description:
+        lines += _comment(a.file.description.strip()) + ["#"]
+    lines += [f"# Assignment {a.name}" + (f", due {a.file.due_date}" if a.file.due_date else "")
+              + (f". This is the data of student {sid}: answers are graded against it." if a.has_variants else "."),
+              "# Answer under each question: a number, [a, list], [[nested], [lists]], or the name of a .npy file",
+              "# next to this file. Leave no answer empty. Grade it with: cnnspec grade ASSIGNMENT THIS_FILE", "#"]
+    used = {n for r in a.refs.values() for n in (r.input, r.target, *r.weights.values()) if n}
+    if variant.data:
+        lines.append("# ---- data")
+        for name, arr in variant.data.items():
+            if name not in used:
+                continue
+            arr = np.asarray(arr)
+            lines.append(f"# {name}: shape {list(arr.shape)}")
+            if arr.size <= INLINE_DATA_LIMIT:
+                lines += _comment(_pretty(arr), "#   ")
+            else:
+                if out is None:
+                    path = Path(f"{name}.npy")
+                else:
+                    path = out.with_name(f"{out.stem}.{name}.npy")
+                files[path] = arr
+                lines.append(f"#   (in {path.name}: numpy.load('{path.name}'))")
+        lines.append("#")
+    lines.append("# ---- models")
+    for name, ref in a.refs.items():
+        spec = a.specs[name]
+        roles = ", ".join(f"{k} {getattr(ref, k)}" for k in ("input", "target") if getattr(ref, k))
+        where = ref.spec if isinstance(ref.spec, str) else "inline"
+        lines.append(f"# {name}: {where}" + (f" ({roles})" if roles else "")
+                     + ("" if ref.train else " - run in evaluation mode"))
+        if ref.weights:
+            lines.append("#   weights from the data: " + ", ".join(f"{p} = {d}" for p, d in ref.weights.items()))
+        lines += _comment(_spec_text(spec, ref).rstrip(), "#   | ")
+    lines.append("#")
+    lines.append(f"student_id: {json.dumps(sid) if sid else ''}".rstrip())
+    lines.append("")
+    for i, q in enumerate(a.questions):
+        extra = {"hidden": ", result hidden", "after_due_date": ", result shown after the due date"}.get(
+            q.visibility, "")
+        lines.append(f"# {i + 1}. {question_text(q, a)}")
+        lines.append(f"#    {q.points:g} point{'s' if q.points != 1 else ''}{extra}; answer: {_form(q, a)}")
+        lines.append(f"{q.id}:")
+        lines.append("")
+    return "\n".join(lines), files
+
+
+def _pretty(arr: np.ndarray) -> str:
+    return np.array2string(arr, separator=", ", max_line_width=100, threshold=INLINE_DATA_LIMIT + 1,
+                           floatmode="maxprec")
+
+
+def _spec_text(spec, ref) -> str:
+    """The spec as data, without its comments (an instructor's comments may give answers away)."""
+    data = spec.document.data if spec.document is not None else ref.spec
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+
+
+# ---------------------------------------------------------------------------- solution
+
+
+def solution(a: Assignment, student: Optional[str]) -> tuple[Optional[str], dict[str, Any]]:
+    sid = _sid(a, student)
+    ref = Reference(a, a.variant(sid))
+    return sid, ref.solution()
+
+
+def solution_text(a: Assignment, student: Optional[str], as_json: bool = False) -> str:
+    sid, sol = solution(a, student)
+    if as_json:
+        doc = {"student_id": sid} if sid else {}
+        doc.update({k: (np.asarray(v).tolist() if not isinstance(v, list) else v) for k, v in sol.items()})
+        return json.dumps(doc, indent=1) + "\n"
+    lines = [f"# Solution of {a.name} (INSTRUCTOR DATA: includes hidden answers)"]
+    if sid:
+        lines.append(f"student_id: {json.dumps(sid)}")
+    lines += [f"{k}: {_flow(v)}" for k, v in sol.items()]
+    return "\n".join(lines) + "\n"
+
+
+def solution_npz(a: Assignment, student: Optional[str]) -> bytes:
+    sid, sol = solution(a, student)
+    arrays = {k: np.asarray(v) for k, v in sol.items()}
+    if sid:
+        arrays["student_id"] = np.array(sid)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------- Gradescope bundle
+
+SETUP_SH = """#!/usr/bin/env bash
+# Gradescope runs this once, as root, when it builds the autograder image.
+set -euo pipefail
+cd /autograder/source
+if ! command -v python3 >/dev/null || ! python3 -m pip --version >/dev/null 2>&1; then
+  apt-get update && apt-get install -y python3 python3-pip
+fi
+python3 -m pip install --upgrade pip
+python3 -m pip install {install}
+cnnspec assignment check "assignment/{assignment}"
+"""
+
+RUN_AUTOGRADER = """#!/usr/bin/env bash
+# Gradescope runs this for every submission: grade /autograder/submission into results.json.
+set -u
+cd /autograder/source
+mkdir -p /autograder/results
+STUDENT=""
+{student_block}
+cnnspec grade "assignment/{assignment}" /autograder/submission --format gradescope \\
+  -o /autograder/results/results.json ${{STUDENT:+--student "$STUDENT"}}
+status=$?
+if [ ! -s /autograder/results/results.json ]; then
+  printf '{{"score": 0, "output": "The autograder could not run (exit %s); please tell your instructor."}}\\n' \\
+    "$status" > /autograder/results/results.json
+fi
+exit 0
+"""
+
+STUDENT_BLOCK = """# Per-student data: the student is who Gradescope says submitted (sid, else email), not what the file claims.
+STUDENT=$(python3 -c 'import json
+try:
+    u = (json.load(open("/autograder/submission_metadata.json")).get("users") or [{}])[0]
+    print(u.get("sid") or u.get("email") or "")
+except Exception:
+    print("")')"""
+
+
+def referenced_files(a: Assignment) -> list[Path]:
+    """The assignment file and every file it names: spec files, their weight files, .npy data."""
+    files = [a.path]
+    for name, ref in a.refs.items():
+        spec = a.specs[name]
+        spec_dir = a.base
+        if isinstance(ref.spec, str):
+            p = Path(ref.spec)
+            p = p if p.is_absolute() else a.base / p
+            files.append(p)
+            spec_dir = p.parent
+        w = spec.weights
+        for value in ([w] if isinstance(w, str) else list(w.values()) if isinstance(w, dict) else []):
+            if isinstance(value, str):
+                files.append(spec_dir / value)
+    for entry in a.entries.values():
+        if entry.npy:
+            p = Path(entry.npy)
+            files.append(p if p.is_absolute() else a.base / p)
+    out, seen = [], set()
+    for f in files:
+        r = f.resolve()
+        if r not in seen:
+            seen.add(r)
+            out.append(r)
+    return out
+
+
+def _source_tree() -> Optional[Path]:
+    root = Path(cnnspec.__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and (root / "grader" / "__init__.py").is_file():
+        return root
+    return None
+
+
+def bundle(a: Assignment, wheel: Optional[str] = None, from_pypi: bool = False) -> tuple[bytes, list[str]]:
+    """A Gradescope autograder zip: setup.sh, run_autograder, assignment/..., and cnnspec itself."""
+    if a.path is None:
+        raise DataError("bundle needs an assignment file (not text)")
+    notes: list[str] = []
+    files = referenced_files(a)
+    parents = [f.parent for f in files]
+    common_parts = []  # the longest folder holding every file: paths inside the zip stay relative
+    for parts in zip(*[p.parts for p in parents]):
+        if len(set(parts)) != 1:
+            break
+        common_parts.append(parts[0])
+    common = Path(*common_parts)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        def add(name: str, data: bytes, executable: bool = False):
+            info = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
+            info.external_attr = ((0o755 if executable else 0o644) | stat.S_IFREG) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, data)
+
+        for f in files:
+            if not f.is_file():
+                raise DataError(f"{f}: referenced by the assignment but not found")
+            add(f"assignment/{f.relative_to(common).as_posix()}", f.read_bytes())
+        rel = a.path.resolve().relative_to(common).as_posix()
+        if wheel:
+            w = Path(wheel)
+            if not w.is_file() or w.suffix != ".whl":
+                raise DataError(f"--wheel {wheel}: not a .whl file")
+            add(f"dist/{w.name}", w.read_bytes())
+            install = f"'./dist/{w.name}'"
+        elif from_pypi:
+            install = f"'cnnspec=={cnnspec.__version__}'"
+        else:
+            src = _source_tree()
+            if src is None:
+                install = f"'cnnspec=={cnnspec.__version__}'"
+                notes.append("cnnspec is not installed from a source tree: setup.sh installs "
+                             f"cnnspec=={cnnspec.__version__} from PyPI (give --wheel to bundle one)")
+            else:
+                for p in sorted(src.iterdir()):
+                    if p.is_file() and (p.name in ("pyproject.toml", "setup.cfg", "setup.py", "MANIFEST.in")
+                                        or p.name.upper().startswith(("README", "LICENSE"))):
+                        add(f"cnnspec-src/{p.name}", p.read_bytes())
+                for pkg in ("cnnspec", "grader"):
+                    for p in sorted((src / pkg).rglob("*")):
+                        if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo"):
+                            add(f"cnnspec-src/{p.relative_to(src).as_posix()}", p.read_bytes())
+                install = "./cnnspec-src"
+        add("setup.sh", SETUP_SH.format(install=install, assignment=rel).encode(), executable=True)
+        add("run_autograder", RUN_AUTOGRADER.format(
+            assignment=rel, student_block=STUDENT_BLOCK if a.has_variants else "").encode(), executable=True)
+    return buf.getvalue(), notes

@@ -1,0 +1,376 @@
+"""Grading the real examples: the lecture's numbers, each classic mistake named, error carried forward."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import grader
+from grader.reference import Reference
+from grader.submission import Submission, parse_answer
+
+ROOT = Path(__file__).resolve().parents[1]
+LECTURE = ROOT / "specs" / "assignments" / "lecture.yaml"
+BN = ROOT / "specs" / "assignments" / "bn_pool_ce.yaml"
+DATA = ROOT / "tests" / "grader_data" / "lecture"
+
+
+@pytest.fixture(scope="module")
+def lecture():
+    return grader.load_assignment(LECTURE)
+
+
+@pytest.fixture(scope="module")
+def lecture_grader(lecture):
+    return grader.Grader(lecture)
+
+
+@pytest.fixture(scope="module")
+def bn():
+    return grader.load_assignment(BN)
+
+
+@pytest.fixture(scope="module")
+def bn_grader(bn):
+    return grader.Grader(bn)
+
+
+def by_id(result):
+    return {q.id: q for q in result.questions}
+
+
+def submit(answers: dict, student: str | None = None) -> Submission:
+    return Submission("<test>", student, {k: parse_answer(v, Path(".")) for k, v in answers.items()})
+
+
+def codes(q):
+    return [d.code for d in q.diagnoses]
+
+
+# ---------------------------------------------------------------------------- the lecture's numbers
+
+
+def test_lecture_reference_numbers(lecture):
+    sol = Reference(lecture, lecture.variant()).solution()
+    assert sol["conv1_shape"] == [98, 98, 6]          # the notes' 97x97x6 is a slip
+    assert sol["conv1_kernel"] == [3, 3, 3]
+    assert sol["conv1_weight"] == [6, 3, 3, 3]
+    assert sol["conv1_params"] == 168
+    assert sol["conv2_shape"] == [14, 14, 64]
+    assert sol["conv2_kernel"] == [3, 3, 32]
+    assert sol["conv2_params"] == 18496
+    np.testing.assert_allclose(sol["relu_out"], [[16, 0, 0.5, 0]])
+    assert float(np.squeeze(sol["y_hat"])) == pytest.approx(0.38)
+    assert sol["loss"] == pytest.approx(6.8644)
+    assert float(sol["grad_w1"]) == pytest.approx(2 * (0.38 - 3) * 0.6)   # -3.144
+    np.testing.assert_allclose(sol["grad_w"], [[-3.144, -4.192]])
+    assert float(sol["w1_new"]) == pytest.approx(0.5 - 0.01 * -3.144)     # 0.53144
+    assert float(sol["w1_new_lr1"]) == pytest.approx(3.644)
+
+
+def test_correct_submission_scores_full(lecture_grader):
+    r = lecture_grader.grade_file(DATA / "correct.yaml")
+    assert r.error is None and r.passed
+    assert r.score == r.max_score == 15
+    assert by_id(r)["loss"].status == "passed"  # 6.864 (the lecture's rounding of 6.8644) is within tolerance
+
+
+def test_lecture_slips_97_and_made_up_gradient(lecture_grader):
+    r = by_id(lecture_grader.grade_file(DATA / "lecture_slips.yaml"))
+    q = r["conv1_shape"]
+    assert q.score == 0 and codes(q) == ["no_plus_one"]
+    assert "98 = floor((100 + 2*0 - 3)/1) + 1" in q.diagnoses[0].message
+    assert "97" in q.diagnoses[0].message
+    # 0.497 = 0.5 - 0.01*0.3 is right for the student's own (made-up) gradient: carried forward.
+    w = r["w1_new"]
+    assert w.outcome == "carried_forward" and w.score == pytest.approx(0.5)
+    assert w.carried_forward.from_questions == ["grad_w1"]
+    assert "grad_w1" in w.carried_forward.message and "50%" in w.carried_forward.message
+    assert r["grad_w"].outcome == "partially_correct" and r["grad_w"].score == pytest.approx(0.5)
+
+
+CLASSIC = {
+    "conv1_shape": "layout_swapped", "conv1_kernel": "kernel_depth_forgotten", "conv1_weight": "tensorflow_order",
+    "conv1_params": "bias_forgotten", "conv2_shape": "channels_from_input", "conv2_kernel": "depth_from_filters",
+    "conv2_params": "bias_forgotten", "relu_out": "layer_not_applied", "loss": "half_mse", "grad_w1": "wrong_sign",
+    "grad_w": "factor_two", "w1_new": "wrong_sign", "w1_new_lr1": "step_not_weight",
+}
+
+
+def test_each_classic_mistake_is_named(lecture_grader):
+    r = by_id(lecture_grader.grade_file(DATA / "classic_mistakes.yaml"))
+    for qid, code in CLASSIC.items():
+        assert code in codes(r[qid]), (qid, codes(r[qid]), r[qid].message)
+    assert r["y_hat"].status == "passed"
+    assert "HWC" in r["conv1_shape"].diagnoses[0].message
+
+
+def test_error_carried_forward_from_wrong_output(lecture_grader):
+    r = lecture_grader.grade_file(DATA / "carried_forward.yaml")
+    q = by_id(r)
+    assert q["y_hat"].score == 0
+    for qid in ("loss", "grad_w1", "grad_w"):
+        assert q[qid].outcome == "carried_forward", (qid, q[qid].message)
+        assert q[qid].carried_forward.from_questions == ["y_hat"]
+        assert q[qid].score == pytest.approx(0.5)
+    for qid in ("w1_new", "w1_new_lr1"):     # right for the student's (carried-forward) gradient -3.084
+        assert q[qid].outcome == "carried_forward" and q[qid].carried_forward.from_questions == ["grad_w1"]
+    assert r.score == pytest.approx(11.5)
+
+
+def test_no_carry_forward_when_upstream_is_right(lecture_grader):
+    r = by_id(lecture_grader.grade(submit({"y_hat": 0.38, "loss": 6.6049})))
+    assert r["loss"].score == 0 and r["loss"].carried_forward is None
+
+
+def test_carry_forward_credit_is_configurable(tmp_path):
+    text = LECTURE.read_text().replace("carry_forward: 0.5", "carry_forward: 1.0")
+    (tmp_path / "a.yaml").write_text(text)
+    for name in ("lecture_conv1.yaml", "lecture_conv2.yaml", "lecture_linear.yaml", "lecture_sgd_lr1.yaml"):
+        (tmp_path / name).write_text((ROOT / "specs" / name).read_text())
+    text = text.replace("../lecture_", "lecture_")
+    (tmp_path / "a.yaml").write_text(text)
+    a = grader.load_assignment(tmp_path / "a.yaml")
+    r = by_id(grader.grade(a, submit({"y_hat": 0.43, "loss": 6.6049})))
+    assert r["loss"].score == 1.0 and r["loss"].status == "passed" and r["loss"].outcome == "carried_forward"
+
+
+def test_tolerance_and_significant_figures(lecture_grader):
+    r = by_id(lecture_grader.grade(submit({"loss": 6.864, "grad_w1": -3.14, "w1_new": 0.5})))
+    assert r["loss"].status == "passed"
+    assert r["grad_w1"].status == "failed"            # 3 significant figures: 0.13% off
+    assert "too_few_digits" in codes(r["grad_w1"])
+    assert "unchanged" in codes(r["w1_new"])
+
+
+def test_rounding_diagnosis_two_figures(lecture_grader):
+    r = by_id(lecture_grader.grade(submit({"loss": 6.9})))
+    assert codes(r["loss"]) == ["too_few_digits"] and "2 significant figures" in r["loss"].diagnoses[0].message
+
+
+# ---------------------------------------------------------------------------- shapes: padding, stride, +1
+
+SHAPES = """
+cnnspec_assignment: 1
+name: shapes
+model:
+  spec:
+    cnnspec: 1
+    name: s
+    input: {shape: [3, 32, 32]}
+    layers:
+      - {name: c1, type: conv2d, filters: 8, kernel: 5, stride: 2, padding: 2}
+      - {name: p1, type: maxpool, kernel: 3, stride: 2, ceil_mode: false}
+      - {name: c2, type: conv2d, filters: 4, kernel: 3, dilation: 2}
+questions:
+  - {id: c1, kind: output_shape, layer: c1}
+  - {id: p1, kind: output_shape, layer: p1}
+  - {id: c2, kind: output_shape, layer: c2}
+  - {id: n, kind: param_count}
+  - {id: nc1, kind: param_count, layer: c1}
+"""
+
+
+@pytest.fixture(scope="module")
+def shapes_grader():
+    return grader.Grader(grader.loads_assignment(SHAPES, "shapes.yaml"))
+
+
+@pytest.mark.parametrize("answer,code", [
+    ([8, 15, 15], "no_plus_one"),            # right: floor((32 + 4 - 5)/2) + 1 = 16
+    ([8, 14, 14], "padding_ignored"),        # floor((32 - 5)/2) + 1 = 14
+    ([8, 32, 32], "stride_ignored"),         # floor((32 + 4 - 5)/1) + 1 = 32
+    ([8, 15, 15], "no_plus_one"),
+    ([16, 16, 8], "layout_swapped"),
+    ([3, 16, 16], "channels_from_input"),
+    ([1, 8, 16, 16], "batch_dim_included"),
+    ([16, 16, 3], "channels_from_input"),    # and the layout: both named
+])
+def test_shape_mistakes(shapes_grader, answer, code):
+    q = by_id(shapes_grader.grade(submit({"c1": answer})))["c1"]
+    assert q.status == "failed" and code in codes(q), (answer, codes(q))
+
+
+def test_pool_rounding_and_dilation(shapes_grader):
+    # p1 input 16: floor((16 - 3)/2) + 1 = 7; ceil would give 8. c2: dilation 2 spans 5: 7 - 5 + 1 = 3.
+    r = by_id(shapes_grader.grade(submit({"p1": [8, 8, 8], "c2": [4, 5, 5], "c1": [8, 16, 16]})))
+    assert "rounded_up" in codes(r["p1"])
+    assert "dilation_ignored" in codes(r["c2"])
+    assert r["c1"].status == "passed"
+
+
+def test_shape_carried_forward(shapes_grader):
+    # c1 wrong (32 instead of 16) -> p1 from it: floor((32 - 3)/2) + 1 = 15 is right for the student's c1.
+    r = by_id(shapes_grader.grade(submit({"c1": [8, 32, 32], "p1": [8, 15, 15]})))
+    assert r["p1"].outcome == "carried_forward" and r["p1"].carried_forward.from_questions == ["c1"]
+
+
+def test_param_count_mistakes(shapes_grader):
+    # c1: 8*(3*5*5) + 8 = 608
+    r = by_id(shapes_grader.grade(submit({"nc1": 600, "n": 608 + (4 * 8 * 9 + 4) - 8 - 4})))
+    assert "bias_forgotten" in codes(r["nc1"])
+    assert "bias_forgotten" in codes(r["n"])
+    r = by_id(shapes_grader.grade(submit({"nc1": 76})))
+    assert "one_filter_only" in codes(r["nc1"])
+    r = by_id(shapes_grader.grade(submit({"nc1": 8 * 25 + 8})))
+    assert "kernel_depth_forgotten" in codes(r["nc1"])
+
+
+# ---------------------------------------------------------------------------- per-student variants, BN, CE
+
+
+def test_variants_are_deterministic_and_differ(bn):
+    a1, a2 = bn.variant("s1"), bn.variant(" S1 ")
+    for k in a1.data:
+        np.testing.assert_array_equal(a1.data[k], a2.data[k])
+    b = bn.variant("s2")
+    assert not np.array_equal(a1.data["x"], b.data["x"])
+    np.testing.assert_array_equal(a1.data["b_conv"], b.data["b_conv"])   # fixed data is shared
+
+
+def test_variant_needs_a_student_id(bn_grader):
+    r = bn_grader.grade(submit({"conv_shape": [2, 4, 4]}))
+    assert r.error and "student id" in r.error
+
+
+def solution_of(a, student):
+    return {k: (v if isinstance(v, (list, int, float)) else np.asarray(v).tolist())
+            for k, v in Reference(a, a.variant(student)).solution().items()}
+
+
+def test_solution_scores_full_only_for_its_student(bn, bn_grader):
+    sol = solution_of(bn, "s1")
+    assert bn_grader.grade(submit(sol, "s1")).passed
+    other = bn_grader.grade(submit(sol, "s2"))
+    assert not other.passed
+    assert by_id(other)["conv_shape"].status == "passed"   # shapes are the same for everyone
+
+
+@pytest.fixture(scope="module")
+def bn_ref(bn):
+    return Reference(bn, bn.variant("s1"))
+
+
+def test_bn_and_loss_mistakes(bn, bn_grader, bn_ref):
+    run = bn_ref.run("model")
+    run.model
+    x = run.bn_input("bn1")
+    logits = run.output
+    g = run.grads["fc.bias"]
+    o = run.spec.optimizer
+    answers = {
+        "bn_var": x.var(axis=(0, 2, 3), ddof=1).tolist(),
+        "bn_mean": x[:1].mean(axis=(0, 2, 3)).tolist(),
+        "logits": (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).tolist(),
+        "pred": (np.argmax(logits, 1) + 1).tolist(),
+        "loss": run.loss_value * 2,
+        "grad_fc_bias": (-g).tolist(),
+        "fc_bias_1": (run.initial_params["fc.bias"] + o.lr * g).tolist(),
+        "fc_bias_2": bn_ref.run("model").params_after(1)["fc.bias"].tolist(),
+        "n_params": 51 + 4,
+        "conv_shape": [2, 2, 2],
+    }
+    r = by_id(bn_grader.grade(submit(answers, "s1")))
+    expect = {"bn_var": "bn_unbiased_variance", "bn_mean": "one_sample_only", "logits": "softmax_given",
+              "pred": "one_based", "loss": "sum_vs_mean", "grad_fc_bias": "wrong_sign", "fc_bias_1": "wrong_sign",
+              "fc_bias_2": "one_step_only", "n_params": "buffers_counted", "conv_shape": "padding_ignored"}
+    for qid, code in expect.items():
+        assert code in codes(r[qid]), (qid, codes(r[qid]), r[qid].message)
+
+
+def test_value_mistakes_recomputed_by_the_engine(bn, bn_grader, bn_ref):
+    run = bn_ref.run("model")
+    run.model
+    x = run.x
+    no_bias = run.layer_forward("conv1", x, params={"bias": np.zeros(2)})
+    flipped = run.layer_forward("conv1", x, params={"weight": run.initial_params["conv1.weight"][:, :, ::-1, ::-1]})
+    avg = run.layer_forward("pool1", run.activation("relu1"), changes={"type": "avgpool"})
+    xb = run.bn_input("bn1")
+    mean, var1 = xb.mean(axis=(0, 2, 3), keepdims=True), xb.var(axis=(0, 2, 3), ddof=1, keepdims=True)
+    r = by_id(bn_grader.grade(submit({"conv_out": no_bias.tolist(), "pool_out": avg.tolist(),
+                                      "bn_out": ((xb - mean) / np.sqrt(var1 + 1e-5)).tolist()}, "s1")))
+    assert "bias_forgotten" in codes(r["conv_out"])
+    assert "wrong_pooling" in codes(r["pool_out"])
+    assert "bn_unbiased_variance" in codes(r["bn_out"])
+    r = by_id(bn_grader.grade(submit({"conv_out": flipped.tolist()}, "s1")))
+    assert "kernel_flipped" in codes(r["conv_out"])
+
+
+def test_momentum_forgotten(bn, bn_grader, bn_ref):
+    run = bn_ref.run("model")
+    plain = run.params_after_with(2, momentum=0.0)["fc.bias"]
+    r = by_id(bn_grader.grade(submit({"fc_bias_2": plain.tolist()}, "s1")))
+    assert "momentum_forgotten" in codes(r["fc_bias_2"])
+
+
+def test_partial_credit_and_bn_carried_forward(bn, bn_grader, bn_ref):
+    run = bn_ref.run("model")
+    run.model
+    conv = run.activation("conv1").copy()
+    conv[0, 0, 0, :] += 1.0                       # 4 of 64 values wrong
+    axes = (0, 2, 3)
+    r = by_id(bn_grader.grade(submit({"conv_out": conv.tolist(), "bn_mean": conv.mean(axis=axes).tolist(),
+                                      "bn_var": conv.var(axis=axes).tolist()}, "s1")))
+    q = r["conv_out"]
+    assert q.outcome == "partially_correct" and q.fraction_correct == pytest.approx(60 / 64)
+    assert q.score == pytest.approx(2 * 60 / 64)
+    assert "60 of 64 elements within tolerance" in q.message and "[0, 0, 0," in q.message
+    assert r["bn_mean"].outcome == "carried_forward"
+    assert r["bn_var"].outcome == "carried_forward"
+
+
+def test_nan_answer_is_wrong_and_named(lecture_grader):
+    q = by_id(lecture_grader.grade(submit({"grad_w": [[float("nan"), -4.192]]})))["grad_w"]
+    assert q.status == "partial" and q.score == pytest.approx(0.5) and "NaN" in q.message  # w2 right: 1 of 2
+
+
+def test_reference_computed_once_per_variant(bn):
+    g = grader.Grader(bn)
+    sol = solution_of(bn, "s1")
+    g.grade(submit(sol, "s1"))
+    ref = g.reference("s1")
+    g.grade(submit(sol, "S1"))
+    assert g.reference("s1") is ref and len(g._refs) == 1
+    g.grade(submit(sol, "s2"))
+    assert len(g._refs) == 2
+
+
+SMALL_BN = """
+cnnspec_assignment: 1
+name: eps
+model:
+  spec:
+    cnnspec: 1
+    name: m
+    input: {shape: [2]}
+    layers:
+      - {name: bn, type: batchnorm, eps: 1.0e-3}
+      - {name: fc, type: dense, units: 1, bias: false}
+    loss: {type: mse}
+    optimizer: {type: sgd, lr: 0.1}
+    weights: {fc.weight: [[0.5, -0.25]]}
+  input: x
+  target: y
+data:
+  x: [[0.01, 0.02], [0.03, 0.01], [0.02, 0.05]]
+  y: [[1.0], [0.0], [2.0]]
+questions:
+  - {id: bn_out, kind: activation, layer: bn}
+  - {id: w, kind: param_after_steps, param: fc.weight}
+  - {id: loss, kind: loss}
+"""
+
+
+def test_epsilon_forgotten_no_learning_rate_and_sum(tmp_path):
+    a = grader.loads_assignment(SMALL_BN, "eps.yaml")
+    ref = Reference(a, a.variant())
+    run = ref.run("model")
+    run.model
+    x = run.x
+    no_eps = (x - x.mean(0)) / np.sqrt(x.var(0))
+    w = run.initial_params["fc.weight"] - run.grads["fc.weight"]
+    r = by_id(grader.grade(a, submit({"bn_out": no_eps.tolist(), "w": w.tolist(), "loss": run.loss_value * 3})))
+    assert "bn_epsilon_forgotten" in codes(r["bn_out"])
+    assert "no_learning_rate" in codes(r["w"])
+    assert "sum_vs_mean" in codes(r["loss"]) and "number of elements = 3" in r["loss"].diagnoses[0].message

@@ -1,0 +1,140 @@
+"""Every report format, validated (JUnit against an XSD, Gradescope against a JSON Schema); no leaks."""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+import grader
+from grader.report import SubmissionResult, render
+
+ROOT = Path(__file__).resolve().parents[1]
+LECTURE = ROOT / "specs" / "assignments" / "lecture.yaml"
+DATA = ROOT / "tests" / "grader_data"
+BEFORE_DUE = datetime(2024, 12, 10, tzinfo=timezone.utc)
+AFTER_DUE = datetime(2025, 1, 10, tzinfo=timezone.utc)
+KINDS = ("correct", "lecture_slips", "classic_mistakes", "carried_forward", "bad_answers", "malformed")
+
+
+@pytest.fixture(scope="module")
+def results():
+    g = grader.Grader(grader.load_assignment(LECTURE), now=BEFORE_DUE)
+    return {k: g.grade_file(DATA / "lecture" / f"{k}.yaml") for k in KINDS}
+
+
+@pytest.fixture(scope="module")
+def gradescope_schema():
+    return json.loads((DATA / "gradescope_results.schema.json").read_text())
+
+
+def test_json_is_the_documented_model(results):
+    for audience in ("student", "instructor"):
+        doc = json.loads(render(list(results.values()), "json", audience=audience, now=BEFORE_DUE))
+        assert doc["format"] == "cnnspec-grade" and doc["version"] == 1
+        assert len(doc["results"]) == len(KINDS)
+        for r in doc["results"]:
+            SubmissionResult.model_validate(r)     # round-trips through the pydantic model
+            assert r["audience"] == audience
+    doc = json.loads(render([results["lecture_slips"]], "json", audience="instructor"))
+    q = {q["id"]: q for q in doc["results"][0]["questions"]}
+    assert q["conv1_shape"]["expected"] == [98, 98, 6] and q["conv1_shape"]["answer"] == [97, 97, 6]
+    assert q["conv1_shape"]["diagnoses"][0]["code"] == "no_plus_one"
+    assert q["w1_new"]["carried_forward"]["from_questions"] == ["grad_w1"]
+    assert q["loss"]["tolerance"] == {"rtol": 0.001, "atol": 1e-06}
+
+
+def test_json_schema_of_the_result_model_validates_output(results):
+    schema = SubmissionResult.model_json_schema()
+    for r in json.loads(render(list(results.values()), "json", audience="student", now=BEFORE_DUE))["results"]:
+        jsonschema.validate(r, schema)
+
+
+def test_student_view_withholds_hidden_and_after_due_date(results):
+    r = grader.report.for_student(results["correct"], now=BEFORE_DUE)
+    q = {q.id: q for q in r.questions}
+    for qid in ("w1_new_lr1", "conv2_params"):
+        assert q[qid].status == "withheld" and q[qid].score is None and q[qid].expected is None
+        assert q[qid].answer is None and not q[qid].diagnoses
+    assert r.withheld_points == 2 and r.max_score == 13 and r.score == 13 and r.passed is None
+    after = grader.report.for_student(results["correct"], now=AFTER_DUE)
+    assert {q.id: q for q in after.questions}["conv2_params"].status == "passed"
+    assert {q.id: q for q in after.questions}["w1_new_lr1"].status == "withheld"
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "junit", "markdown"])
+def test_hidden_answers_never_leak(results, fmt):
+    # 3.644 (w1_new_lr1, hidden) and 18496 / 18,496 (conv2_params, after the due date) must not appear.
+    for kind in ("correct", "classic_mistakes", "carried_forward"):
+        text = render([results[kind]], fmt, audience="student", now=BEFORE_DUE)
+        for secret in ("3.644", "18496", "18,496", "18432", "3.584"):
+            assert secret not in text, (fmt, kind, secret)
+    full = render([results["classic_mistakes"]], fmt, audience="instructor")
+    assert "3.644" in full
+
+
+def test_gradescope_results_validate_and_hide_expected(results, gradescope_schema):
+    for kind, r in results.items():
+        doc = json.loads(render([r], "gradescope", now=BEFORE_DUE))
+        jsonschema.validate(doc, gradescope_schema)
+        assert doc["score"] == r.score
+        assert sum(t["max_score"] for t in doc["tests"]) == 15
+        vis = {t["name"].split(":")[0]: t["visibility"] for t in doc["tests"]}
+        assert vis["w1_new_lr1"] == "hidden" and vis["conv2_params"] == "after_due_date"
+        blob = json.dumps(doc)
+        for secret in ("3.644", "18496", "18,496", "3.584"):
+            assert secret not in blob, (kind, secret)
+    doc = json.loads(render([results["lecture_slips"]], "gradescope"))
+    t = {t["name"].split(":")[0]: t for t in doc["tests"]}
+    assert t["conv1_shape"]["status"] == "failed" and "+1" in t["conv1_shape"]["output"]
+    assert t["w1_new"]["score"] == 0.5 and "carried forward" in t["w1_new"]["output"]
+    assert json.loads(render([results["malformed"]], "gradescope"))["output"].startswith("Could not grade")
+
+
+def test_junit_validates_against_xsd(results):
+    xmlschema = pytest.importorskip("xmlschema")
+    schema = xmlschema.XMLSchema(str(DATA / "junit.xsd"))
+    for audience in ("student", "instructor"):
+        xml = render(list(results.values()), "junit", audience=audience, now=BEFORE_DUE)
+        schema.validate(xml)
+
+
+def test_junit_structure(results):
+    xml = render([results["correct"], results["classic_mistakes"], results["malformed"]], "junit",
+                 audience="student", now=BEFORE_DUE)
+    root = ET.fromstring(xml)
+    assert root.tag == "testsuites"
+    suites = root.findall("testsuite")
+    assert [s.get("tests") for s in suites] == ["14", "14", "14"]
+    ok, bad, broken = suites
+    assert ok.get("failures") == "0" and ok.get("skipped") == "2"
+    assert int(bad.get("failures")) >= 10
+    assert broken.get("errors") == "12"       # 14 questions, 2 withheld (skipped)
+    case = bad.find("testcase[@name='1. conv1_shape: A 100x100x3 image is convolved with 6 kernels of 3x3 (stride 1, padding 0). Output shape [H, W, C]?']")
+    assert case is not None and "HWC" in case.find("failure").text
+    assert int(root.get("tests")) == 42
+
+
+def test_markdown_summary(results):
+    md = render([results["lecture_slips"]], "markdown", audience="student", now=BEFORE_DUE)
+    assert md.startswith("## CNN flow")
+    assert "| # | question | points | result |" in md
+    assert "❌ failed" in md and "🔒 not shown yet" in md
+    assert "### Feedback" in md and '"+1" is missing' in md
+    assert "error carried forward" in md
+
+
+def test_text_colours_only_when_asked(results):
+    plain = render([results["lecture_slips"]], "text", audience="student", now=BEFORE_DUE)
+    assert "\033[" not in plain and "FAIL" in plain and "PASS" in plain
+    assert "score 9 / 13" in plain and "2 more points" in plain
+    coloured = render([results["lecture_slips"]], "text", audience="student", color=True, now=BEFORE_DUE)
+    assert "\033[31m" in coloured
+
+
+def test_gradescope_needs_exactly_one_submission(results):
+    with pytest.raises(ValueError):
+        render([results["correct"], results["correct"]], "gradescope")
