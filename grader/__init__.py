@@ -11,10 +11,23 @@ See docs/grading.md.
 """
 from __future__ import annotations
 
-from .assignment import Assignment, load_assignment, loads_assignment
-from .grade import Grader, grade
-from .report import SubmissionResult, render
-from .submission import Submission, load_submission
+import importlib
 
-__all__ = ["Assignment", "load_assignment", "loads_assignment", "Submission", "load_submission", "Grader",
-           "grade", "SubmissionResult", "render"]
+# Imported on first use, so `cnnspec check` (whose parser also registers the grader's commands) stays light.
+_LAZY = {
+    "Assignment": "assignment", "load_assignment": "assignment", "loads_assignment": "assignment",
+    "Grader": "grading", "grade": "grading",
+    "SubmissionResult": "report", "render": "report",
+    "Submission": "submission", "load_submission": "submission",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'grader' has no attribute {name!r}")
+
+
+__all__ = list(_LAZY)

@@ -157,7 +157,7 @@ def run_grade(args: argparse.Namespace) -> int:
     from cnnspec.progress import progress, use_color
 
     from .assignment import load_assignment
-    from .grade import Grader
+    from .grading import Grader
     from .report import render
 
     if args.format == "gradescope" and len(args.submissions) != 1:

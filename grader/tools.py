@@ -15,7 +15,7 @@ import cnnspec
 from cnnspec.errors import CnnspecError, DataError
 
 from .assignment import FLOAT_KINDS, Assignment
-from .grade import question_text
+from .grading import question_text
 from .reference import Reference
 
 SAMPLE_STUDENT = "sample-student"
