@@ -1,0 +1,31 @@
+"""Layer implementations, registered explicitly by their spec type name.
+
+Every op follows the contract in `op.py`: forward(attrs, xs, params, buffers, train, rng) ->
+(out, cache, buffer_updates) and backward(attrs, dout, cache) -> (dxs, dparams).
+"""
+from __future__ import annotations
+
+from .activations import leaky_relu, relu, sigmoid, softmax, tanh
+from .batchnorm import batchnorm
+from .conv import conv2d
+from .dense import dense
+from .dropout import dropout
+from .op import Op
+from .pooling import avgpool, global_avgpool, maxpool
+from .structural import add, concat, flatten
+
+OPS: dict[str, Op] = {op.name: op for op in (
+    conv2d, batchnorm, relu, leaky_relu, sigmoid, tanh, softmax, maxpool, avgpool, global_avgpool,
+    flatten, dropout, dense, add, concat,
+)}
+
+
+def get_op(name: str) -> Op:
+    """The op registered as `name`; an unknown name lists the known ones."""
+    try:
+        return OPS[name]
+    except KeyError:
+        raise KeyError(f"unknown layer type '{name}' (known: {', '.join(sorted(OPS))})") from None
+
+
+__all__ = ["OPS", "Op", "get_op"]

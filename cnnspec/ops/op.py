@@ -1,0 +1,34 @@
+"""The contract every layer implementation follows, in one small class.
+
+forward(attrs, xs, params, buffers, train, rng) -> (out, cache, buffer_updates)
+backward(attrs, dout, cache) -> (dxs, dparams)
+
+`attrs` are the schema's resolved attributes; `params` and `buffers` use local names ("weight", "bias",
+"running_mean", ...) and are never mutated: an op that changes state (batchnorm) returns the new arrays in
+`buffer_updates`. Outputs keep the input's dtype (float32 or float64). Gradients returned by backward may
+share memory with `dout` or with each other (add hands every input the same `dout`), so callers must
+treat them as read-only and accumulate out of place (`g = g + dx`).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Forward = Callable[[dict, list, dict, dict, bool, np.random.Generator], tuple[np.ndarray, Any, dict]]
+Backward = Callable[[dict, np.ndarray, Any], tuple[list, dict]]
+
+
+@dataclass(frozen=True)
+class Op:
+    """One layer type: its name in the spec and its two pure functions."""
+
+    name: str
+    forward: Forward
+    backward: Backward
+    n_inputs: int | None = 1  # None: two or more (add, concat)
+
+    def __repr__(self) -> str:
+        return f"Op({self.name!r})"

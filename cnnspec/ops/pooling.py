@@ -1,0 +1,192 @@
+"""Max, average and global average pooling (PyTorch MaxPool2d / AvgPool2d / AdaptiveAvgPool2d(1)).
+
+Both windowed pools loop over the kh*kw kernel offsets, never over pixels: for one offset, the inputs
+seen by every output position form one strided slice of the padded input. Max pool copies those slices
+once into contiguous slabs (kh*kw, N, C, OH, OW) since it makes several passes over each; this one path
+covers stride == kernel (no padding copy is made then) as well as padding, dilation and ceil_mode.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from ..shapes import window_out
+from .op import Op
+from .windows import offset_slices, pad_constant
+
+
+def _geometry(attrs, hw):
+    """Resolved window attributes plus the output size and the padding the windows actually reach.
+
+    With ceil_mode the last window may hang past the declared end padding; PyTorch clips it, which
+    equals padding further with a value that never wins (max) or adds nothing (sum).
+    """
+    H, W = hw
+    kernel = tuple(attrs["kernel"])
+    stride = tuple(attrs.get("stride") or kernel)
+    pads = tuple(attrs.get("pads", (0, 0, 0, 0)))
+    dilation = tuple(attrs.get("dilation", (1, 1)))
+    ceil = bool(attrs.get("ceil_mode", False))
+    oh = window_out(H, kernel[0], stride[0], pads[0], pads[2], dilation[0], ceil)
+    ow = window_out(W, kernel[1], stride[1], pads[1], pads[3], dilation[1], ceil)
+    assert oh > 0 and ow > 0, f"pool kernel {kernel} does not fit input {hw} with pads {pads}"
+    reach_h = (oh - 1) * stride[0] + dilation[0] * (kernel[0] - 1) + 1  # padded rows the windows span
+    reach_w = (ow - 1) * stride[1] + dilation[1] * (kernel[1] - 1) + 1
+    reach_pads = (pads[0], pads[1], max(reach_h - pads[0] - H, 0), max(reach_w - pads[1] - W, 0))
+    return kernel, stride, pads, dilation, (oh, ow), reach_pads
+
+
+# ---------------------------------------------------------------- max pool
+
+
+def _gather_windows(xp, kernel, stride, dilation, out_hw) -> np.ndarray:
+    """xp: (N, C, Hp, Wp) -> (kh*kw, N, C, OH, OW): one contiguous copy per kernel offset.
+
+    One strided gather up front makes every later pass contiguous; passes over strided slices
+    (every other column) cost several times more in NumPy.
+    """
+    N, C = xp.shape[:2]
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
+    sN, sC, sH, sW = xp.strides
+    view = as_strided(xp, (kh, kw, N, C, oh, ow), (dh * sH, dw * sW, sN, sC, sh * sH, sw * sW), writeable=False)
+    return np.ascontiguousarray(view).reshape(kh * kw, N, C, oh, ow)
+
+
+def _max_and_argmax(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """windows: (K, ...) -> max over K and the index of the FIRST maximum, as PyTorch's CPU kernel.
+
+    Branch-free: offset k wins where it is strictly greater than the best so far (ties keep the
+    earlier one), and since k grows, the winning index is a running maximum of k*won. A NaN wins and
+    then stays (PyTorch: `val > max || isnan(val)`), so NaN propagates with its index.
+    """
+    out = windows[0].copy()
+    index_dtype = np.uint8 if len(windows) <= 256 else np.int32
+    argmax = np.zeros(out.shape, dtype=index_dtype)
+    for k in range(1, len(windows)):
+        won = windows[k] > out
+        np.maximum(argmax, np.multiply(won, k, dtype=index_dtype), out=argmax)
+        np.maximum(out, windows[k], out=out)  # equals the winner where won; NaN-propagating
+    if np.isnan(out).any():  # rare: redo the index with PyTorch's NaN rule
+        argmax[...] = 0
+        best = windows[0].copy()
+        for k in range(1, len(windows)):
+            won = (windows[k] > best) | np.isnan(windows[k])
+            np.copyto(argmax, k, where=won)
+            np.copyto(best, windows[k], where=won)
+    return out, argmax
+
+
+def _maxpool_forward(attrs, xs, params, buffers, train, rng):
+    """x: (N, C, H, W) -> out: (N, C, OH, OW); padding counts as -inf."""
+    (x,) = xs
+    kernel, stride, _, dilation, out_hw, reach = _geometry(attrs, x.shape[2:])
+    xp = pad_constant(x, reach, -np.inf)
+    windows = _gather_windows(xp, kernel, stride, dilation, out_hw)
+    if not train:
+        return windows.max(axis=0), ("eval", x), {}  # backward (rare in eval) recomputes the argmax
+    out, argmax = _max_and_argmax(windows)
+    return out, ("train", argmax, x.shape, xp.shape), {}
+
+
+def _maxpool_backward(attrs, dout, cache):
+    """dout: (N, C, OH, OW) -> dx: (N, C, H, W); each window's gradient goes to its first maximum."""
+    if cache[0] == "eval":
+        x = cache[1]
+        kernel, stride, _, dilation, out_hw, reach = _geometry(attrs, x.shape[2:])
+        xp = pad_constant(x, reach, -np.inf)
+        argmax = _max_and_argmax(_gather_windows(xp, kernel, stride, dilation, out_hw))[1]
+        x_shape, xp_shape = x.shape, xp.shape
+    else:
+        _, argmax, x_shape, xp_shape = cache
+        kernel, stride, _, dilation, out_hw, reach = _geometry(attrs, x_shape[2:])
+    H, W = x_shape[2:]
+    # Windows that do not overlap write each element at most once: write instead of accumulate.
+    # (dout * mask rather than a masked copy: a random mask makes masked copies branchy and slow.)
+    span = (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
+    disjoint = span[0] <= stride[0] and span[1] <= stride[1]
+    dxp = np.zeros(xp_shape, dtype=dout.dtype)
+    k = 0
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            target = dxp[offset_slices(i, j, out_hw, stride, dilation)]
+            if disjoint:
+                np.multiply(dout, argmax == k, out=target)
+            else:
+                target += dout * (argmax == k)
+            k += 1
+    if xp_shape == x_shape:
+        return [dxp], {}
+    return [np.ascontiguousarray(dxp[:, :, reach[0]:reach[0] + H, reach[1]:reach[1] + W])], {}
+
+
+# ---------------------------------------------------------------- average pool
+
+
+def _avg_divisor(attrs, hw, kernel, stride, pads, out_hw, dtype) -> np.ndarray:
+    """(OH, OW) divisors, PyTorch's rule exactly.
+
+    Per axis: start = o*s - pad_begin, end = min(start + k, size + pad_end): the window clipped to the
+    declared padding (a ceil_mode overhang never counts). count_include_pad divides by that length,
+    otherwise by the part inside the input, clip(end, 0, size) - clip(start, 0, size).
+    """
+    include_pad = attrs.get("count_include_pad", True)
+    lengths = []
+    for size, k, s, p0, p1, n in zip(hw, kernel, stride, pads[:2], pads[2:], out_hw):
+        start = np.arange(n) * s - p0
+        end = np.minimum(start + k, size + p1)
+        if include_pad:
+            lengths.append(end - start)
+        else:
+            lengths.append(np.minimum(end, size) - np.maximum(start, 0))
+    return np.multiply.outer(*lengths).astype(dtype)
+
+
+def _avgpool_forward(attrs, xs, params, buffers, train, rng):
+    """x: (N, C, H, W) -> out: (N, C, OH, OW)."""
+    (x,) = xs
+    kernel, stride, pads, dilation, out_hw, reach = _geometry(attrs, x.shape[2:])
+    assert dilation == (1, 1), "avgpool has no dilation"
+    xp = pad_constant(x, reach, 0.0)
+    out = xp[offset_slices(0, 0, out_hw, stride)].copy()
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            if i or j:
+                out += xp[offset_slices(i, j, out_hw, stride)]
+    divisor = _avg_divisor(attrs, x.shape[2:], kernel, stride, pads, out_hw, x.dtype)
+    out /= divisor
+    return out, (x.shape, xp.shape, divisor), {}
+
+
+def _avgpool_backward(attrs, dout, cache):
+    """dout: (N, C, OH, OW) -> dx: (N, C, H, W)."""
+    x_shape, xp_shape, divisor = cache
+    kernel, stride, _, _, out_hw, reach = _geometry(attrs, x_shape[2:])
+    g = dout / divisor
+    dxp = np.zeros(xp_shape, dtype=dout.dtype)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            dxp[offset_slices(i, j, out_hw, stride)] += g
+    H, W = x_shape[2:]
+    if xp_shape == x_shape:
+        return [dxp], {}
+    return [np.ascontiguousarray(dxp[:, :, reach[0]:reach[0] + H, reach[1]:reach[1] + W])], {}
+
+
+# ---------------------------------------------------------------- global average pool
+
+
+def _global_avgpool_forward(attrs, xs, params, buffers, train, rng):
+    """x: (N, C, H, W) -> out: (N, C, 1, 1), the mean over H and W."""
+    (x,) = xs
+    return x.mean(axis=(2, 3), keepdims=True), x.shape, {}
+
+
+def _global_avgpool_backward(attrs, dout, x_shape):
+    dx = np.empty(x_shape, dtype=dout.dtype)
+    dx[...] = dout / (x_shape[2] * x_shape[3])
+    return [dx], {}
+
+
+maxpool = Op("maxpool", _maxpool_forward, _maxpool_backward)
+avgpool = Op("avgpool", _avgpool_forward, _avgpool_backward)
+global_avgpool = Op("global_avgpool", _global_avgpool_forward, _global_avgpool_backward)

@@ -1,0 +1,50 @@
+"""Layers that only move or combine values: flatten, add, concat."""
+from __future__ import annotations
+
+import numpy as np
+
+from .op import Op
+
+
+def _flatten_forward(attrs, xs, params, buffers, train, rng):
+    """x: (N, ...) -> out: (N, prod(...)) in C order (PyTorch's C, H, W order)."""
+    (x,) = xs
+    return x.reshape(x.shape[0], -1), x.shape, {}
+
+
+def _flatten_backward(attrs, dout, x_shape):
+    return [dout.reshape(x_shape)], {}
+
+
+def _add_forward(attrs, xs, params, buffers, train, rng):
+    """xs: two or more arrays of one shape -> their sum."""
+    assert len(xs) >= 2 and all(x.shape == xs[0].shape for x in xs), \
+        f"add needs >= 2 inputs of one shape, got {[x.shape for x in xs]}"
+    out = xs[0] + xs[1]
+    for x in xs[2:]:
+        out += x
+    return out, len(xs), {}
+
+
+def _add_backward(attrs, dout, n):
+    # Every input gets the same gradient; one read-only view each, so an in-place accumulation by the
+    # caller fails loudly instead of corrupting the other inputs' gradients.
+    dout = dout.view()
+    dout.flags.writeable = False
+    return [dout] * n, {}
+
+
+def _concat_forward(attrs, xs, params, buffers, train, rng):
+    """xs: two or more (N, C_i, H, W) or (N, F_i) -> out: concatenated along axis 1."""
+    assert len(xs) >= 2, f"concat needs >= 2 inputs, got {len(xs)}"
+    sizes = [x.shape[1] for x in xs]
+    return np.concatenate(xs, axis=1), np.cumsum(sizes)[:-1], {}
+
+
+def _concat_backward(attrs, dout, splits):
+    return np.split(dout, splits, axis=1), {}
+
+
+flatten = Op("flatten", _flatten_forward, _flatten_backward)
+add = Op("add", _add_forward, _add_backward, n_inputs=None)
+concat = Op("concat", _concat_forward, _concat_backward, n_inputs=None)

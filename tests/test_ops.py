@@ -1,0 +1,430 @@
+"""The ops checked three ways: central-difference gradients (float64), an independent forward
+(onnx.reference), and PyTorch's own numbers (tests/fixtures/torch_golden.npz, made by
+make_torch_fixtures.py; torch itself is not needed here)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from cnnspec.ops import OPS, get_op
+from cnnspec.ops.gradcheck_util import numeric_grad, rel_error
+
+GOLDEN = Path(__file__).parent / "fixtures" / "torch_golden.npz"
+GRAD_TOL = 1e-7
+
+
+def distinct(rng, shape, spread=4.0):
+    """Distinct values at least spread/n apart: no max-pool ties and nothing within 1e-3 of a ReLU kink."""
+    n = int(np.prod(shape))
+    return ((rng.permutation(n) + 0.5) * (spread / n) - spread / 2).reshape(shape)
+
+
+def conv_attrs(**over):
+    return {"stride": (1, 1), "pads": (0, 0, 0, 0), "dilation": (1, 1), "groups": 1, "padding_mode": "zeros", **over}
+
+
+def pool_attrs(kernel, **over):
+    return {"kernel": kernel, "stride": kernel, "pads": (0, 0, 0, 0), "dilation": (1, 1), "ceil_mode": False,
+            "count_include_pad": True, **over}
+
+
+# ------------------------------------------------------------------ cases: (id, op, attrs, x shapes, params, train)
+# Params are given as shapes; buffers for batchnorm are added in make_case.
+
+CASES = [
+    ("conv_basic", "conv2d", conv_attrs(pads=(1, 1, 1, 1)), [(2, 3, 5, 6)], {"weight": (4, 3, 3, 3), "bias": (4,)}),
+    ("conv_nobias_stride2", "conv2d", conv_attrs(stride=(2, 2), pads=(1, 1, 1, 1)), [(2, 2, 7, 6)],
+     {"weight": (3, 2, 3, 3)}),
+    ("conv_stride_hw_asym_pads", "conv2d", conv_attrs(stride=(2, 3), pads=(0, 2, 1, 1)), [(1, 2, 7, 8)],
+     {"weight": (3, 2, 3, 2), "bias": (3,)}),
+    ("conv_dilation", "conv2d", conv_attrs(dilation=(2, 3), pads=(2, 1, 1, 2)), [(2, 2, 7, 8)],
+     {"weight": (2, 2, 3, 2), "bias": (2,)}),
+    ("conv_groups2", "conv2d", conv_attrs(groups=2, pads=(1, 1, 1, 1)), [(2, 4, 5, 5)],
+     {"weight": (6, 2, 3, 3), "bias": (6,)}),
+    ("conv_depthwise", "conv2d", conv_attrs(groups=3, pads=(1, 1, 1, 1), stride=(2, 2)), [(2, 3, 6, 6)],
+     {"weight": (3, 1, 3, 3), "bias": (3,)}),
+    ("conv_depthwise_x2", "conv2d", conv_attrs(groups=3, pads=(1, 0, 1, 0)), [(1, 3, 5, 5)],
+     {"weight": (6, 1, 3, 2)}),
+    ("conv_1x1", "conv2d", conv_attrs(), [(2, 4, 3, 3)], {"weight": (5, 4, 1, 1), "bias": (5,)}),
+] + [
+    (f"conv_{mode}{suffix}", "conv2d", conv_attrs(padding_mode=mode, **over), [x_shape],
+     {"weight": w_shape, "bias": (w_shape[0],)})
+    for mode in ("reflect", "replicate", "circular")
+    for suffix, over, x_shape, w_shape in (
+        ("", {"pads": (1, 1, 1, 1)}, (2, 2, 5, 6), (3, 2, 3, 3)),
+        ("_asym_stride", {"pads": (2, 1, 0, 2), "stride": (2, 1)}, (2, 2, 5, 6), (3, 2, 3, 3)),
+        ("_dilation_groups", {"pads": (2, 2, 1, 2), "dilation": (2, 1), "groups": 2}, (1, 4, 5, 6), (4, 2, 3, 2)))
+] + [
+    # ONNX stores float attributes (epsilon, alpha) as float32: the eps and slope here are exact in float32
+    # so the float64 comparison with onnx.reference stays at 1e-12.
+    ("batchnorm_4d_train", "batchnorm", {"eps": 2.0 ** -17, "momentum": 0.1}, [(3, 2, 3, 4)],
+     {"weight": (2,), "bias": (2,)}, True),
+    ("batchnorm_4d_eval", "batchnorm", {"eps": 2.0 ** -17, "momentum": 0.1}, [(3, 2, 3, 4)],
+     {"weight": (2,), "bias": (2,)}, False),
+    ("batchnorm_2d_train", "batchnorm", {"eps": 2.0 ** -10, "momentum": 0.3}, [(5, 3)],
+     {"weight": (3,), "bias": (3,)}, True),
+    ("batchnorm_2d_eval", "batchnorm", {"eps": 2.0 ** -17, "momentum": 0.1}, [(5, 3)],
+     {"weight": (3,), "bias": (3,)}, False),
+    ("relu", "relu", {}, [(2, 3, 4, 4)], {}),
+    ("leaky_relu", "leaky_relu", {"slope": 0.125}, [(2, 3, 4, 4)], {}),
+    ("sigmoid", "sigmoid", {}, [(4, 5)], {}),
+    ("tanh", "tanh", {}, [(2, 2, 3, 3)], {}),
+    ("softmax_2d", "softmax", {}, [(3, 5)], {}),
+    ("softmax_4d", "softmax", {}, [(2, 3, 2, 3)], {}),
+    ("maxpool_2x2", "maxpool", pool_attrs((2, 2)), [(2, 2, 4, 6)], {}),
+    ("maxpool_2x2_eval", "maxpool", pool_attrs((2, 2)), [(2, 2, 4, 6)], {}, False),
+    ("maxpool_3x3_s2_pad", "maxpool", pool_attrs((3, 3), stride=(2, 2), pads=(1, 1, 1, 1)), [(1, 2, 7, 6)], {}),
+    ("maxpool_asym_pads", "maxpool", pool_attrs((3, 2), stride=(1, 2), pads=(1, 0, 0, 1)), [(1, 2, 5, 6)], {}),
+    ("maxpool_dilation", "maxpool", pool_attrs((2, 2), stride=(1, 1), dilation=(2, 2), pads=(1, 1, 1, 1)),
+     [(1, 2, 5, 5)], {}),
+    ("maxpool_ceil_hang", "maxpool", pool_attrs((2, 2), ceil_mode=True), [(1, 2, 5, 7)], {}),
+    ("maxpool_ceil_pad", "maxpool", pool_attrs((3, 3), stride=(2, 2), pads=(1, 1, 1, 1), ceil_mode=True),
+     [(1, 2, 6, 8)], {}),
+] + [
+    (f"avgpool_{name}_{'cip' if cip else 'nocip'}", "avgpool", {**attrs, "count_include_pad": cip}, [shape], {})
+    for name, attrs, shape in (
+        ("2x2", pool_attrs((2, 2)), (2, 2, 4, 6)),
+        ("3x3_s2_pad", pool_attrs((3, 3), stride=(2, 2), pads=(1, 1, 1, 1)), (1, 2, 7, 6)),
+        ("asym_pads", pool_attrs((3, 2), stride=(2, 1), pads=(0, 1, 2, 1)), (1, 2, 6, 5)),
+        ("ceil_hang", pool_attrs((2, 2), ceil_mode=True), (1, 2, 5, 7)),
+        ("ceil_pad", pool_attrs((3, 3), stride=(2, 2), pads=(1, 1, 1, 1), ceil_mode=True), (1, 2, 6, 8)),
+    )
+    for cip in (True, False)
+] + [
+    ("global_avgpool", "global_avgpool", {}, [(2, 3, 3, 4)], {}),
+    ("flatten", "flatten", {}, [(2, 3, 2, 2)], {}),
+    ("dropout_train", "dropout", {"rate": 0.4}, [(3, 10)], {}, True),
+    ("dropout_eval", "dropout", {"rate": 0.4}, [(3, 10)], {}, False),
+    ("dropout_rate0", "dropout", {"rate": 0.0}, [(3, 10)], {}, True),
+    ("dense", "dense", {}, [(4, 6)], {"weight": (3, 6), "bias": (3,)}),
+    ("dense_nobias", "dense", {}, [(4, 6)], {"weight": (3, 6)}),
+    ("add2", "add", {}, [(2, 3, 2, 2)] * 2, {}),
+    ("add3", "add", {}, [(2, 3, 2, 2)] * 3, {}),
+    ("concat_4d", "concat", {}, [(2, 1, 3, 3), (2, 3, 3, 3), (2, 2, 3, 3)], {}),
+    ("concat_2d", "concat", {}, [(3, 4), (3, 2)], {}),
+]
+
+
+def make_case(case, seed=0, dtype=np.float64):
+    """-> (op_name, attrs, xs, params, buffers, train) with seeded values."""
+    _, op, attrs, x_shapes, p_shapes, *rest = case
+    train = rest[0] if rest else True
+    rng = np.random.default_rng(seed)
+    xs = [distinct(rng, s) for s in x_shapes]  # distinct everywhere: harmless for smooth ops
+    params = {k: rng.standard_normal(s) for k, s in p_shapes.items()}
+    buffers = {}
+    if op == "batchnorm":
+        C = x_shapes[0][1]
+        xs = [x * 3 + 0.7 for x in xs]
+        buffers = {"running_mean": rng.standard_normal(C), "running_var": rng.random(C) + 0.5,
+                   "num_batches_tracked": np.array(0, dtype=np.int64)}
+    if op in ("sigmoid", "tanh", "softmax"):
+        xs = [x * 1.5 for x in xs]
+    def cast(arrays):
+        return {k: (v.astype(dtype) if v.dtype.kind == "f" else v) for k, v in arrays.items()}
+    return op, attrs, [x.astype(dtype) for x in xs], cast(params), cast(buffers), train
+
+
+def check_gradients(op, attrs, xs, params, buffers, train, seed=0, backward=None):
+    """Largest relative error over dx_i and every dparam of sum(out * g), g a random upstream gradient."""
+    impl = get_op(op)
+    backward = backward or impl.backward
+
+    def run():
+        return impl.forward(attrs, xs, params, buffers, train, np.random.default_rng(seed))
+
+    out, cache, _ = run()
+    g = np.random.default_rng(99).standard_normal(out.shape)
+    dxs, dparams = backward(attrs, g, cache)
+    def f():
+        return float(np.sum(run()[0] * g))
+    assert len(dxs) == len(xs)
+    assert set(dparams) == set(params), f"dparams {sorted(dparams)} vs params {sorted(params)}"
+    errors = {}
+    for i, (x, dx) in enumerate(zip(xs, dxs)):
+        assert dx.shape == x.shape and dx.dtype == x.dtype
+        errors[f"dx{i}"] = rel_error(numeric_grad(f, x), dx)
+    for k, p in params.items():
+        assert dparams[k].shape == p.shape and dparams[k].dtype == p.dtype
+        errors[k] = rel_error(numeric_grad(f, p), dparams[k])
+    return errors
+
+
+# ------------------------------------------------------------------ registry
+
+
+def test_registry_matches_schema_layer_types():
+    from cnnspec.schema import LAYER_TYPES
+    assert set(OPS) == set(LAYER_TYPES)
+    with pytest.raises(KeyError, match="known: add, avgpool"):
+        get_op("conv3d")
+
+
+def test_every_op_has_a_gradient_case():
+    assert {c[1] for c in CASES} == set(OPS)
+
+
+# ------------------------------------------------------------------ gradients
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_gradients_central_differences(case):
+    errors = check_gradients(*make_case(case))
+    assert max(errors.values()) < GRAD_TOL, errors
+
+
+def _scaled(backward, factor):
+    def wrong(attrs, dout, cache):
+        dxs, dparams = backward(attrs, dout, cache)
+        return [dx * factor for dx in dxs], dparams
+    return wrong
+
+
+def test_checker_catches_gradient_off_by_one_percent():
+    case = make_case(CASES[0])
+    assert max(check_gradients(*case).values()) < GRAD_TOL
+    errors = check_gradients(*case, backward=_scaled(OPS["conv2d"].backward, 1.01))
+    assert errors["dx0"] > 1e-3  # ~0.01: the check would fail
+    assert errors["weight"] < GRAD_TOL
+
+
+def test_checker_catches_transposed_kernel():
+    op, attrs, xs, params, buffers, train = make_case(CASES[0])
+
+    def transposed(attrs, dout, cache):
+        cols, w, *rest = cache
+        return OPS["conv2d"].backward(attrs, dout, (cols, w.transpose(0, 1, 3, 2), *rest))
+
+    errors = check_gradients(op, attrs, xs, params, buffers, train, backward=transposed)
+    assert errors["dx0"] > 1e-2
+
+
+def test_checker_catches_maxpool_gradient_to_wrong_element():
+    op, attrs, xs, params, buffers, train = make_case(next(c for c in CASES if c[0] == "maxpool_2x2"))
+
+    def to_last(attrs, dout, cache):
+        kind, argmax, *rest = cache
+        return OPS["maxpool"].backward(attrs, dout, (kind, np.full_like(argmax, 3), *rest))
+
+    errors = check_gradients(op, attrs, xs, params, buffers, train, backward=to_last)
+    assert errors["dx0"] > 0.1
+
+
+def test_numeric_grad_and_rel_error():
+    x = np.array([1.0, -2.0, 3.0])
+    assert rel_error(numeric_grad(lambda: float(np.sum(x ** 3)), x), 3 * x ** 2) < 1e-9
+    assert x.tolist() == [1.0, -2.0, 3.0]  # restored
+    assert rel_error(np.zeros(3), np.zeros(3)) == 0.0
+    assert rel_error(np.array([1.0, 0.0]), np.array([1.01, 0.0])) == pytest.approx(0.01 / 1.01)
+
+
+# ------------------------------------------------------------------ contract: dtype, purity
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_float32_stays_float32_and_inputs_are_not_mutated(case):
+    op, attrs, xs, params, buffers, train = make_case(case, dtype=np.float32)
+    before = [a.copy() for a in xs + list(params.values()) + list(buffers.values())]
+    out, cache, updates = OPS[op].forward(attrs, xs, params, buffers, train, np.random.default_rng(0))
+    assert out.dtype == np.float32
+    dxs, dparams = OPS[op].backward(attrs, np.ones_like(out), cache)
+    assert all(dx.dtype == np.float32 for dx in dxs)
+    assert all(d.dtype == np.float32 for d in dparams.values())
+    assert all(v.dtype == buffers[k].dtype for k, v in updates.items())
+    after = xs + list(params.values()) + list(buffers.values())
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_batchnorm_updates_only_in_train_mode():
+    op, attrs, xs, params, buffers, _ = make_case(next(c for c in CASES if c[0] == "batchnorm_4d_train"))
+    rng = np.random.default_rng(0)
+    _, _, updates = OPS[op].forward(attrs, xs, params, buffers, True, rng)
+    assert set(updates) == {"running_mean", "running_var", "num_batches_tracked"}
+    assert updates["num_batches_tracked"] == 1 and updates["num_batches_tracked"].dtype == np.int64
+    assert OPS[op].forward(attrs, xs, params, buffers, False, rng)[2] == {}
+
+
+def test_batchnorm_rejects_one_value_per_channel():
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        OPS["batchnorm"].forward({"eps": 1e-5, "momentum": 0.1}, [np.ones((1, 3))], {"weight": np.ones(3),
+                                 "bias": np.zeros(3)}, {"running_mean": np.zeros(3), "running_var": np.ones(3)},
+                                 True, np.random.default_rng(0))
+
+
+def test_maxpool_ties_go_to_first_maximum():
+    x = np.array([[[[1.0, 5.0, 2.0, 2.0],
+                    [5.0, 5.0, 2.0, 2.0]]]])
+    out, cache, _ = OPS["maxpool"].forward(pool_attrs((2, 2)), [x], {}, {}, True, None)
+    (dx,), _ = OPS["maxpool"].backward(pool_attrs((2, 2)), np.array([[[[1.0, 10.0]]]]), cache)
+    assert out.tolist() == [[[[5.0, 2.0]]]]
+    assert dx.tolist() == [[[[0.0, 1.0, 10.0, 0.0], [0.0, 0.0, 0.0, 0.0]]]]
+
+
+def test_maxpool_propagates_nan():
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    x[0, 0, 1, 0] = np.nan
+    for train in (True, False):
+        out = OPS["maxpool"].forward(pool_attrs((2, 2)), [x], {}, {}, train, None)[0]
+        assert np.isnan(out[0, 0, 0, 0]) and not np.isnan(out[0, 0, 1:, 1:]).any()
+
+
+def test_dropout_mask_from_rng():
+    x = np.ones((200, 50))
+    out = OPS["dropout"].forward({"rate": 0.3}, [x], {}, {}, True, np.random.default_rng(7))[0]
+    keep = np.random.default_rng(7).random(x.shape) >= 0.3
+    np.testing.assert_array_equal(out, np.where(keep, 1 / 0.7, 0.0))
+    assert OPS["dropout"].forward({"rate": 0.3}, [x], {}, {}, False, None)[0] is x
+
+
+def test_add_gradients_are_read_only():
+    (d1, d2), _ = OPS["add"].backward({}, np.ones((2, 2)), 2)
+    for d in (d1, d2):
+        with pytest.raises(ValueError):
+            d += 1
+
+
+# ------------------------------------------------------------------ independent forward: onnx.reference
+
+
+def _onnx_run(nodes, inputs: dict, initializers: dict):
+    """Run a small float64 ONNX graph (opset 21, IR 10) with the reference evaluator.
+
+    The output is declared with OUT_SHAPE (our output's shape), and the strict full check runs ONNX's
+    shape inference against it: an independent check of our shape arithmetic too.
+    """
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info(k, TensorProto.DOUBLE, v.shape) for k, v in inputs.items()],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, OUT_SHAPE[0])],
+        [numpy_helper.from_array(v, k) for k, v in initializers.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
+    onnx.checker.check_model(model)
+    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    return ReferenceEvaluator(model).run(None, inputs)[0]
+
+
+OUT_SHAPE = [None]
+
+
+def _pool_onnx_attrs(attrs):
+    a = {"kernel_shape": list(attrs["kernel"]), "strides": list(attrs["stride"]),
+         "pads": [attrs["pads"][0], attrs["pads"][1], attrs["pads"][2], attrs["pads"][3]],
+         "ceil_mode": int(attrs["ceil_mode"])}
+    return a
+
+
+def onnx_forward(op, attrs, xs, params, buffers):
+    x0 = {"x0": xs[0]}
+    if op == "conv2d":
+        pt, pl, pb, pr = attrs["pads"]
+        conv_in, nodes, conv_pads = "x0", [], [pt, pl, pb, pr]
+        if attrs["padding_mode"] != "zeros":
+            onnx_mode = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[attrs["padding_mode"]]
+            nodes.append(helper.make_node("Pad", ["x0", "pads"], ["xp"], mode=onnx_mode))
+            params = {**params, "pads": np.array([0, 0, pt, pl, 0, 0, pb, pr], dtype=np.int64)}
+            conv_in, conv_pads = "xp", [0, 0, 0, 0]
+        names = [conv_in, "weight"] + (["bias"] if "bias" in params else [])
+        nodes.append(helper.make_node("Conv", names, ["y"], strides=list(attrs["stride"]), pads=conv_pads,
+                                      dilations=list(attrs["dilation"]), group=attrs["groups"]))
+        return _onnx_run(nodes, x0, params)
+    if op == "batchnorm":
+        node = helper.make_node("BatchNormalization", ["x0", "weight", "bias", "running_mean", "running_var"], ["y"],
+                                epsilon=attrs["eps"], momentum=1 - attrs["momentum"])
+        inits = {**params, "running_mean": buffers["running_mean"], "running_var": buffers["running_var"]}
+        return _onnx_run([node], x0, inits)
+    if op == "maxpool":
+        return _onnx_run([helper.make_node("MaxPool", ["x0"], ["y"], dilations=list(attrs["dilation"]),
+                                           **_pool_onnx_attrs(attrs))], x0, {})
+    if op == "avgpool":
+        return _onnx_run([helper.make_node("AveragePool", ["x0"], ["y"], count_include_pad=int(
+            attrs["count_include_pad"]), **_pool_onnx_attrs(attrs))], x0, {})
+    if op == "dense":
+        names = ["x0", "weight"] + (["bias"] if "bias" in params else [])
+        return _onnx_run([helper.make_node("Gemm", names, ["y"], transB=1)], x0, params)
+    if op in ("add", "concat"):
+        names = [f"x{i}" for i in range(len(xs))]
+        node = helper.make_node("Sum", names, ["y"]) if op == "add" else helper.make_node("Concat", names, ["y"], axis=1)
+        return _onnx_run([node], dict(zip(names, xs)), {})
+    simple = {"relu": ("Relu", {}), "leaky_relu": ("LeakyRelu", {"alpha": attrs.get("slope")}),
+              "sigmoid": ("Sigmoid", {}), "tanh": ("Tanh", {}), "softmax": ("Softmax", {"axis": 1}),
+              "global_avgpool": ("GlobalAveragePool", {}), "flatten": ("Flatten", {"axis": 1}),
+              "dropout": ("Identity", {})}
+    onnx_op, onnx_attrs = simple[op]
+    return _onnx_run([helper.make_node(onnx_op, ["x0"], ["y"], **onnx_attrs)], x0, {})
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_forward_matches_onnx_reference(case):
+    op, attrs, xs, params, buffers, _ = make_case(case)
+    ours = OPS[op].forward(attrs, xs, params, buffers, False, np.random.default_rng(0))[0]
+    OUT_SHAPE[0] = ours.shape
+    expected = onnx_forward(op, attrs, xs, params, buffers)
+    assert ours.shape == expected.shape
+    np.testing.assert_allclose(ours, expected, rtol=1e-12, atol=1e-13)
+
+
+# ------------------------------------------------------------------ PyTorch's numbers
+
+
+def _golden_cases(prefix):
+    if not GOLDEN.exists():
+        pytest.fail(f"{GOLDEN} is missing: run python tests/fixtures/make_torch_fixtures.py (needs torch)")
+    data = np.load(GOLDEN)
+    names = sorted({k.split("/")[1] for k in data.files if k.startswith(prefix + "/")})
+    return data, names
+
+
+GOLDEN_DATA, GOLDEN_OPS = _golden_cases("op")
+
+
+def _part(data, key, prefix):
+    return {k[len(key) + len(prefix):]: data[k] for k in data.files if k.startswith(key + prefix)}
+
+
+@pytest.mark.parametrize("name", GOLDEN_OPS)
+def test_matches_torch(name):
+    data, key = GOLDEN_DATA, f"op/{name}/"
+    meta = json.loads(str(data[key + "meta"]))
+    xs = [data[key + f"x{i}"] for i in range(len(_part(data, key, "dx")))]
+    params, buffers = _part(data, key, "param."), _part(data, key, "buffer.")
+    attrs = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["attrs"].items()}
+    out, cache, updates = OPS[meta["op"]].forward(attrs, xs, params, buffers, meta["train"], np.random.default_rng(0))
+    np.testing.assert_allclose(out, data[key + "out"], rtol=1e-10, atol=1e-13)
+    dxs, dparams = OPS[meta["op"]].backward(attrs, data[key + "g"], cache)
+    for i, dx in enumerate(dxs):
+        np.testing.assert_allclose(dx, data[key + f"dx{i}"], rtol=1e-10, atol=1e-12, err_msg=f"dx{i}")
+    expected = _part(data, key, "dparam.")
+    assert set(dparams) == set(expected)
+    for k, v in expected.items():
+        np.testing.assert_allclose(dparams[k], v, rtol=1e-10, atol=1e-12, err_msg=k)
+    expected = _part(data, key, "update.")
+    assert set(updates) == set(expected)
+    for k, v in expected.items():
+        np.testing.assert_allclose(updates[k], v, rtol=1e-12, atol=0, err_msg=k)
+
+
+def test_golden_file_covers_every_op():
+    ops = {json.loads(str(GOLDEN_DATA[f"op/{n}/meta"]))["op"] for n in GOLDEN_OPS}
+    assert ops == set(OPS) - {"dropout"}  # torch's RNG is not NumPy's: see test_dropout_scale_matches_torch
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.3, 0.5])
+def test_dropout_scale_matches_torch(rate):
+    x = np.random.default_rng(1).standard_normal((40, 50))
+    out = OPS["dropout"].forward({"rate": rate}, [x], {}, {}, True, np.random.default_rng(2))[0]
+    kept = out != 0
+    assert abs(kept.mean() - (1 - rate)) < 0.05
+    np.testing.assert_array_equal(out[kept], x[kept] * GOLDEN_DATA[f"dropout/{rate}/scale"][0])
+
+
+def test_keep_freed_memory_is_safe_to_call():
+    from cnnspec.ops.memory import keep_freed_memory
+    assert keep_freed_memory() in (True, False)
+    out = OPS["relu"].forward({}, [np.ones((300, 300))], {}, {}, True, None)[0]  # allocations still work
+    assert out.sum() == 90000.0
