@@ -13,7 +13,7 @@ from .graph import load_spec, loads_spec
 _LAZY = {
     "compile": ("cnnspec.model", "compile"),
     "Model": ("cnnspec.model", "Model"),
-    "gradcheck": ("cnnspec.gradcheck", "gradcheck"),
+    "gradcheck": ("cnnspec.gradient_check", "gradcheck"),
     "export_onnx": ("cnnspec.onnx_export", "export_onnx"),
     "verify_onnx": ("cnnspec.onnx_verify", "verify_onnx"),
 }

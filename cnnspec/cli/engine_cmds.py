@@ -207,7 +207,7 @@ def _save_plot(path: str, losses: list[float], title: str) -> None:
 
 
 def run_gradcheck(args: argparse.Namespace) -> int:
-    from ..gradcheck import gradcheck
+    from ..gradient_check import gradcheck
     _positive(args.batch, "--batch")
     result = gradcheck(_model(args), batch=args.batch, seed=args.seed, tol=args.tol)
     if args.json:
