@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+SNIPPET_WIDTH = 100
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -17,14 +19,23 @@ class Problem:
     col: int | None = None
 
     def render(self, filename: str, lines: list[str] | None) -> str:
+        # Messages quote the user's text; control characters in it are shown escaped, not sent to a terminal.
+        message = "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in self.message)
         if self.line is None:
-            return f"{filename}: {self.message}"
-        head = f"{filename}:{self.line}:{self.col or 1}: {self.message}"
+            return f"{filename}: {message}"
+        head = f"{filename}:{self.line}:{self.col or 1}: {message}"
         if not lines:
             return head
         # A parser error at end of input points one line past the text: show the last line.
         text = lines[min(self.line, len(lines)) - 1].rstrip("\n").expandtabs(1)
-        caret = " " * (max(self.col or 1, 1) - 1) + "^"
+        text = "".join(c if c.isprintable() else "?" for c in text)  # no control characters on a terminal
+        col = max(self.col or 1, 1)
+        if len(text) > SNIPPET_WIDTH:  # a long line (inline weights): show a window around the column
+            start = max(0, min(col - SNIPPET_WIDTH // 2, len(text) - SNIPPET_WIDTH))
+            text = ("..." if start else "") + text[start:start + SNIPPET_WIDTH] + \
+                ("..." if start + SNIPPET_WIDTH < len(text) else "")
+            col = col - start + (3 if start else 0)
+        caret = " " * (col - 1) + "^"
         return f"{head}\n    {text}\n    {caret}"
 
 

@@ -26,7 +26,8 @@ def _kernel_dims(graph: Graph, kh: int, kw: int, c: int) -> str:
 
 def explain(graph: Graph) -> str:
     spec = graph.spec
-    out = [f"Model {spec.name!r}: {len(graph.nodes)} layers, layout {graph.layout}, {spec.input.dtype}.",
+    n = len(graph.nodes)
+    out = [f"Model {spec.name!r}: {n} layer{'s' if n != 1 else ''}, layout {graph.layout}, {spec.input.dtype}.",
            f"Input: one sample is {_dims(graph, graph.input_shape)}; a batch of N adds a first dimension.", ""]
     for step, node in enumerate(graph.nodes.values(), 1):
         src = ", ".join("the input" if s == INPUT_NAME else f"'{s}'" for s in node.inputs)
@@ -84,12 +85,13 @@ def _pool(graph: Graph, node: Node) -> list[str]:
 def _batchnorm(graph: Graph, node: Node) -> list[str]:
     c = node.shape[0]
     over = "N x H x W values (every pixel of every image in the batch)" if len(node.shape) == 3 else "the N samples"
-    return [f"for each of the {c} channels: mean and variance over {over}",
+    what = "channels" if len(node.shape) == 3 else "features"
+    return [f"for each of the {c} {what}: mean and variance over {over}",
             f"x_hat = (x - mean) / sqrt(var + eps), eps = {node.attrs['eps']}; y = gamma * x_hat + beta",
             "training uses the batch's statistics (biased variance); evaluation uses the running ones",
             f"running = (1 - {node.attrs['momentum']}) * running + {node.attrs['momentum']} * batch "
             "(running variance uses the unbiased n-1 estimate, as PyTorch)",
-            f"parameters: gamma and beta per channel = 2*{c} = {2 * c}; running mean and variance "
+            f"parameters: gamma and beta per {what[:-1]} = 2*{c} = {2 * c}; running mean and variance "
             f"({2 * c} values) are buffers, not trained; shape unchanged"]
 
 
@@ -108,8 +110,10 @@ def _same(graph: Graph, node: Node) -> list[str]:
 
 def _flatten(graph: Graph, node: Node) -> list[str]:
     s = node.in_shapes[0]
-    order = " (in C, H, W order, as PyTorch, whatever the layout)" if len(s) == 3 else ""
-    return [f"{' * '.join(map(str, s))} = {prod(s):,} values in one vector{order}"]
+    if len(s) == 1:
+        return [f"the input is already a vector of {s[0]:,} features: unchanged"]
+    return [f"{' * '.join(map(str, s))} = {prod(s):,} values in one vector "
+            "(in C, H, W order, as PyTorch, whatever the layout)"]
 
 
 def _dense(graph: Graph, node: Node) -> list[str]:
@@ -118,7 +122,8 @@ def _dense(graph: Graph, node: Node) -> list[str]:
     return [f"each of the {units} units takes a weighted sum of all {fin:,} inputs"
             + (" plus a bias" if bias else ""),
             f"weight matrix {units} x {fin} (units x inputs, as PyTorch)",
-            f"parameters: {units}*{fin}" + (f" + {units}" if bias else "") + f" = {node.param_count:,}"]
+            f"parameters: {units}*{fin}" + (f" + {units}" if bias else "") + f" = {node.param_count:,}",
+            f"multiply-accumulates: {units} x {fin:,} = {node.macs:,}"]
 
 
 def _global_avgpool(graph: Graph, node: Node) -> list[str]:
@@ -132,7 +137,9 @@ def _add(graph: Graph, node: Node) -> list[str]:
 
 def _concat(graph: Graph, node: Node) -> list[str]:
     chans = " + ".join(str(s[0]) for s in node.in_shapes)
-    return [f"stacks the inputs along channels: {chans} = {node.shape[0]}; other dimensions must match"]
+    if len(node.shape) == 1:
+        return [f"joins the input vectors end to end: {chans} = {node.shape[0]} features"]
+    return [f"stacks the inputs along channels: {chans} = {node.shape[0]}; height and width must match"]
 
 
 _RULES = {"conv2d": _conv2d, "maxpool": _pool, "avgpool": _pool, "batchnorm": _batchnorm, "flatten": _flatten,

@@ -8,9 +8,12 @@ together as one ShapeError, each with the layer's position in the YAML file.
 from __future__ import annotations
 
 import difflib
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from math import prod
-from typing import Any, Callable
+from math import isfinite, prod
+from pathlib import Path
+from typing import Any
 
 from . import shapes
 from .errors import Problem, ShapeError, SpecError
@@ -75,7 +78,13 @@ class Graph:
 
 
 class _LayerProblem(Exception):
-    """Raised by an inference rule; the builder adds the layer's name, type and position."""
+    """Raised by an inference rule; the builder adds the layer's name, type and position.
+
+    `key`: the layer key the problem is about (the caret points at its value when the spec gives it)."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 def _pair(v) -> tuple[int, int]:
@@ -84,6 +93,13 @@ def _pair(v) -> tuple[int, int]:
 
 def _fmt(shape: Shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _listing(names: list[str], limit: int = 12) -> str:
+    """'a, b, c' - or, for long lists, the first and the last few: messages stay readable."""
+    if len(names) <= limit:
+        return ", ".join(names)
+    return ", ".join(names[:2]) + f", ... ({len(names) - limit + 2} more), " + ", ".join(names[-(limit - 2):])
 
 
 def _need_chw(ltype: str, shape: Shape, src: str, graph: Graph) -> tuple[int, int, int]:
@@ -100,7 +116,8 @@ def _window_axis(axis: str, size: int, k: int, s: int, p0: int, p1: int, d: int,
         eff = d * (k - 1) + 1
         raise _LayerProblem(f"kernel {axis} {k}{f' (dilated to {eff})' if d > 1 else ''} exceeds the padded input "
                             f"{axis} {size + p0 + p1} ({ctx}): output {axis} = "
-                            f"{shapes.window_out_text(size, k, s, p0, p1, d, ceil).split(' = ', 1)[1]} < 1")
+                            f"{shapes.window_out_text(size, k, s, p0, p1, d, ceil).split(' = ', 1)[1]} < 1",
+                            "kernel")
     return out
 
 
@@ -111,11 +128,14 @@ def _conv2d(layer, in_shapes, srcs, graph):
     dh, dw = _pair(layer.dilation)
     g, f = layer.groups, layer.filters
     if c % g or f % g:
-        raise _LayerProblem(f"groups {g} must divide both the input channels ({c}) and filters ({f})")
+        bad = f"{c} % {g} = {c % g}" if c % g else f"{f} % {g} = {f % g}"
+        raise _LayerProblem(f"groups {g} must divide both the input channels and the filters, got {c} channels "
+                            f"(input {_fmt(graph.declared(in_shapes[0]))} from '{srcs[0]}') and {f} filters: {bad}",
+                            "groups")
     if layer.padding == "same":
         if (sh, sw) != (1, 1):
-            raise _LayerProblem(f"padding 'same' needs stride 1 (as in PyTorch), got stride {[sh, sw]}; "
-                                "give the padding as numbers instead")
+            raise _LayerProblem(f"padding 'same' needs stride 1 (as in PyTorch), got stride {layer.stride}; "
+                                "give the padding as numbers instead", "padding")
         (pt, pb), (pl, pr) = shapes.same_pads(kh, dh), shapes.same_pads(kw, dw)
     elif layer.padding == "valid":
         pt = pl = pb = pr = 0
@@ -127,7 +147,8 @@ def _conv2d(layer, in_shapes, srcs, graph):
         for p, n, axis in ((max(pt, pb), h, "height"), (max(pl, pr), w, "width")):
             if not limit[layer.padding_mode](p, n):
                 raise _LayerProblem(f"padding {p} is too large for padding_mode '{layer.padding_mode}' on input "
-                                    f"{axis} {n} ({'must be < input size' if layer.padding_mode == 'reflect' else 'must be <= input size'})")
+                                    f"{axis} {n} ({'must be < input size' if layer.padding_mode == 'reflect' else 'must be <= input size'})",
+                                    "padding")
     ctx = f"input {_fmt(graph.declared(in_shapes[0]))} from '{srcs[0]}'"
     oh = _window_axis("height", h, kh, sh, pt, pb, dh, False, ctx)
     ow = _window_axis("width", w, kw, sw, pl, pr, dw, False, ctx)
@@ -146,9 +167,10 @@ def _pool(layer, in_shapes, srcs, graph):
     sh, sw = _pair(layer.stride if layer.stride is not None else layer.kernel)
     ph, pw = _pair(layer.padding)
     dh, dw = _pair(getattr(layer, "dilation", 1))
-    for p, k, d, axis in ((ph, kh, dh, "height"), (pw, kw, dw, "width")):
-        if 2 * p > d * (k - 1) + 1:
-            raise _LayerProblem(f"padding {p} must be at most half the kernel {axis} ({d * (k - 1) + 1}), as in PyTorch")
+    for p, k, axis in ((ph, kh, "height"), (pw, kw, "width")):
+        if p > k // 2:  # PyTorch: "pad should be at most half of effective kernel size" checks kernel // 2
+            raise _LayerProblem(f"padding {p} must be at most half the kernel {axis}: {p} > {k} // 2 = {k // 2} "
+                                "(PyTorch's rule; a window would see only padding)", "padding")
     ctx = f"input {_fmt(graph.declared(in_shapes[0]))} from '{srcs[0]}'"
     oh = _window_axis("height", h, kh, sh, ph, ph, dh, layer.ceil_mode, ctx)
     ow = _window_axis("width", w, kw, sw, pw, pw, dw, layer.ceil_mode, ctx)
@@ -217,22 +239,212 @@ RULES: dict[str, Callable] = {
 }
 
 
+def _default_names(layers: list[tuple[str | None, str | None]]) -> list[str | None]:
+    """(type, name) pairs -> each layer's name: its own, or '<type>_<k>' for the k-th layer of that type
+    (skipping names given explicitly). None where neither is known (a layer without a valid type)."""
+    taken = {name for _, name in layers if name}
+    seen: dict[str, int] = {}
+    names: list[str | None] = []
+    for ltype, name in layers:
+        if ltype is not None:
+            seen[ltype] = seen.get(ltype, 0) + 1
+        if name:
+            names.append(name)
+            continue
+        if ltype is None:
+            names.append(None)
+            continue
+        k = seen[ltype]
+        while f"{ltype}_{k}" in taken:
+            k += 1
+        taken.add(f"{ltype}_{k}")
+        names.append(f"{ltype}_{k}")
+    return names
+
+
 def default_names(spec: Spec) -> list[str]:
     """Each layer's name: its own, or '<type>_<k>' for the k-th layer of that type (skipping taken names)."""
-    taken = {layer.name for layer in spec.layers if layer.name}
-    seen: dict[str, int] = {}
-    names = []
-    for layer in spec.layers:
-        seen[layer.type] = seen.get(layer.type, 0) + 1
-        if layer.name:
-            names.append(layer.name)
+    return _default_names([(layer.type, layer.name) for layer in spec.layers])  # type: ignore[return-value]
+
+
+_INVALID = object()  # a value the schema rejects (and reports); reference checks skip it
+
+
+def _resolve_references(layers: list[tuple[str | None, str | None, Any]], doc, problem) -> tuple[list, list]:
+    """Names unique and not 'input'; every `inputs` entry names the model input or a layer above.
+
+    layers: (type, explicit name, explicit inputs) per layer; None = not given, _INVALID = rejected by the
+    schema. Returns (names, sources): sources[i] is a list of (name, index) pairs (index -1 = model input),
+    or None when layer i cannot be built (its own problem was reported, here or by the schema).
+    """
+    names = _default_names([(t, n if isinstance(n, str) else None) for t, n, _ in layers])
+    names = [None if given is _INVALID else n for n, (_, given, _) in zip(names, layers)]
+    names_known = all(n is not None for n in names) and all(n is not _INVALID for _, n, _ in layers)
+    declared_at: dict[str, int] = {}
+    duplicate: set[int] = set()
+    for i, name in enumerate(names):
+        if name is None:
             continue
-        k = seen[layer.type]
-        while f"{layer.type}_{k}" in taken:
-            k += 1
-        taken.add(f"{layer.type}_{k}")
-        names.append(f"{layer.type}_{k}")
-    return names
+        if name == INPUT_NAME:
+            problem(f"layer name '{INPUT_NAME}' is reserved for the model input; choose another", ("layers", i, "name"))
+            duplicate.add(i)
+        elif name in declared_at:
+            line = doc.position(("layers", declared_at[name])) if doc else None
+            problem(f"duplicate layer name '{name}'" + (f" (first declared at line {line[0]})" if line else "")
+                    + "; names must be unique", ("layers", i, "name"))
+            duplicate.add(i)
+        else:
+            declared_at[name] = i
+
+    sources: list = []
+    for i, ((ltype, _, inputs), name) in enumerate(zip(layers, names)):
+        if name is None or i in duplicate or inputs is _INVALID:
+            sources.append(None)
+            continue
+        if inputs is None:
+            sources.append([(names[i - 1], i - 1) if i else (INPUT_NAME, -1)])
+            if i and names[i - 1] is None:
+                sources[-1] = None
+            continue
+        srcs = []
+        for j, src in enumerate(inputs):
+            ipath = ("layers", i, "inputs", j)
+            if src == INPUT_NAME:
+                srcs.append((src, -1))
+            elif src in declared_at and declared_at[src] < i:
+                srcs.append((src, declared_at[src]))
+            elif src == name:
+                problem(f"layer '{name}' cannot take its own output as input", ipath)
+            elif src in declared_at:
+                line = doc.position(("layers", declared_at[src]))[0] if doc else "?"
+                problem(f"layer '{name}': input '{src}' is declared later (line {line}); a layer can only take "
+                        "inputs from layers above it (this also rules out cycles)", ipath)
+            elif names_known:
+                known = list(dict.fromkeys([INPUT_NAME] + [n for n in names[:i] if n]))
+                close = difflib.get_close_matches(src, known, n=1, cutoff=0.6)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                problem(f"layer '{name}': unknown input '{src}'{hint} (layers above: {_listing(known)})", ipath)
+        if len(srcs) != len(inputs):
+            sources.append(None)
+            continue
+        if ltype is not None and ltype not in MERGE_TYPES and len(srcs) != 1:
+            problem(f"layer '{name}' ({ltype}) takes exactly one input, got {len(srcs)}; "
+                    "combine them first with an add or concat layer", ("layers", i, "inputs"))
+            sources.append(None)
+            continue
+        sources.append(srcs)
+    return names, sources
+
+
+def reference_problems(doc) -> list[Problem]:
+    """Layer-name and `inputs` problems found in raw YAML data, for a spec the schema rejected.
+
+    So one run reports a duplicate name in layer 7 together with a wrong type in layer 2. Values the
+    schema rejects are skipped here (the schema reports them)."""
+    from .schema import LAYER_TYPES, NAME_PATTERN
+    data = doc.data
+    layers = data.get("layers") if isinstance(data, dict) else None
+    if not isinstance(layers, list):
+        return []
+    pattern = re.compile(NAME_PATTERN)
+
+    def ok_name(v) -> bool:
+        return isinstance(v, str) and bool(pattern.match(v))
+
+    entries = []
+    for d in layers:
+        if not isinstance(d, dict):
+            entries.append((None, _INVALID, _INVALID))
+            continue
+        ltype = d.get("type") if d.get("type") in LAYER_TYPES else None
+        name = d.get("name")
+        name = name if name is None or ok_name(name) else _INVALID
+        inputs = d.get("inputs")
+        if inputs is not None and not (isinstance(inputs, list) and inputs and all(ok_name(x) for x in inputs)):
+            inputs = _INVALID
+        if ltype in MERGE_TYPES and (inputs is None or inputs is _INVALID or len(inputs) < 2):
+            inputs = _INVALID
+        entries.append((ltype, name, inputs))
+    problems: list[Problem] = []
+    _resolve_references(entries, doc, lambda msg, path: problems.append(doc.problem(msg, path)))
+    return problems
+
+
+def _nested_shape(value) -> tuple[tuple[int, ...] | None, str]:
+    """Shape of inline weight values (nested lists of numbers), or (None, what is wrong)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, list)):
+        return None, f"{value!r} is not a number"
+    if not isinstance(value, list):
+        return ((), "") if isfinite(value) else (None, f"{value} is not a finite number")
+    if not value:
+        return None, "an empty list"
+    shapes_ = []
+    for item in value:
+        sub, why = _nested_shape(item)
+        if sub is None:
+            return None, why
+        shapes_.append(sub)
+    if any(sh != shapes_[0] for sh in shapes_):
+        kinds = ", ".join("a number" if not sh else f"a list of shape {_fmt(sh)}" for sh in dict.fromkeys(shapes_))
+        return None, f"items of different shapes side by side ({kinds}); every row must have the same shape"
+    return (len(value),) + shapes_[0], ""
+
+
+_PARAM_LAYOUT = {("conv2d", "weight"): "[filters, in_channels/groups, kh, kw]",
+                 ("dense", "weight"): "[units, in_features]"}
+
+
+def _check_weights(spec: Spec, graph: Graph, failed_names: set[str], problem) -> None:
+    """Inline weights: names exist, values are numbers of the right shape; files exist. No NumPy here."""
+    doc = spec.document
+    base = Path(doc.filename).parent if doc is not None and doc.filename != "<string>" else None
+    known: dict[str, tuple[Shape, str]] = {}
+    for node in graph.nodes.values():
+        for local, shape in {**node.params, **node.buffers}.items():
+            known[f"{node.name}.{local}"] = (shape, _PARAM_LAYOUT.get((node.type, local), ""))
+
+    def missing_file(value: str, path: tuple, what: str) -> None:
+        if base is None:
+            return
+        try:
+            found = (base / value).is_file()
+        except (OSError, ValueError):  # a name too long for the file system, a NUL character
+            found = False
+        if not found:
+            problem(f"{what} file '{value}' not found (paths are relative to the spec's folder, {base})", path)
+
+    if isinstance(spec.weights, str):
+        missing_file(spec.weights, ("weights",), "weights")
+        return
+    for name, value in spec.weights.items():
+        path = ("weights", name)
+        if name not in known:
+            layer_name, _, local = name.rpartition(".")
+            if layer_name in failed_names:
+                continue  # that layer's own problem is already reported
+            node = graph.nodes.get(layer_name)
+            if node is not None:
+                has = [*node.params, *node.buffers]
+                why = " (it has bias: false)" if local == "bias" and getattr(node.layer, "bias", True) is False else ""
+                close = difflib.get_close_matches(local, has, n=1, cutoff=0.6)
+                hint = f"; did you mean '{layer_name}.{close[0]}'?" if close else ""
+                problem(f"weights: layer '{layer_name}' ({node.type}) has no parameter '{local}'{why}{hint} "
+                        f"(its parameters: {', '.join(has) or 'none'})", path, True)
+                continue
+            close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+            problem(f"weights: unknown parameter '{name}'" + (f"; did you mean '{close[0]}'?" if close else "")
+                    + f" (parameters: {_listing(list(known)) or 'none'})", path, True)
+            continue
+        if isinstance(value, str):
+            missing_file(value, path, f"weights: '{name}':")
+            continue
+        want, layout = known[name]
+        got, why = _nested_shape(value)
+        if got is None:
+            problem(f"weights: '{name}' must be numbers; found {why}", path)
+        elif got != want:
+            problem(f"weights: '{name}' has shape {_fmt(got)}, the model expects {_fmt(want)}"
+                    + (f" ({layout})" if layout else ""), path)
 
 
 def build_graph(spec: Spec) -> Graph:
@@ -252,78 +464,48 @@ def build_graph(spec: Spec) -> Graph:
                 f"{MAX_ELEMENTS:,} ({MAX_ELEMENTS * 8 // 2**30} GiB in float64)", ("input", "shape"))
         raise ShapeError(problems, doc.filename if doc else "<spec>", doc.source if doc else None)
 
-    names = default_names(spec)
-    declared_at: dict[str, int] = {}
-    for i, (layer, name) in enumerate(zip(spec.layers, names)):
-        if name == INPUT_NAME:
-            problem(f"layer name '{INPUT_NAME}' is reserved for the model input; choose another", ("layers", i, "name"))
-        elif name in declared_at:
-            line = doc.position(("layers", declared_at[name])) if doc else None
-            problem(f"duplicate layer name '{name}'" + (f" (first declared at line {line[0]})" if line else "")
-                    + "; names must be unique", ("layers", i, "name"))
-        else:
-            declared_at[name] = i
-
-    failed: set[str] = set()
-    for i, (layer, name) in enumerate(zip(spec.layers, names)):
-        if declared_at.get(name) != i:
+    names, sources = _resolve_references([(layer.type, layer.name, layer.inputs) for layer in spec.layers],
+                                         doc, problem)
+    failed: set[int] = set()
+    for i, (layer, name, srcs) in enumerate(zip(spec.layers, names, sources)):
+        if srcs is None or any(j in failed for _, j in srcs):
+            failed.add(i)  # its own problem, or its input's, is already reported
             continue
         where = ("layers", i)
-        if layer.inputs is None:
-            srcs = [names[i - 1] if i else INPUT_NAME]
-        else:
-            srcs = list(layer.inputs)
-        ok = True
-        for j, src in enumerate(srcs):
-            if src == INPUT_NAME or (src in declared_at and declared_at[src] < i):
-                continue
-            ok = False
-            ipath = where + ("inputs", j)
-            if src == name:
-                problem(f"layer '{name}' cannot take its own output as input", ipath)
-            elif src in declared_at:
-                line = doc.position(("layers", declared_at[src]))[0] if doc else "?"
-                problem(f"layer '{name}': input '{src}' is declared later (line {line}); a layer can only take "
-                        "inputs from layers above it (this also rules out cycles)", ipath)
-            else:
-                known = [INPUT_NAME] + names[:i]
-                close = difflib.get_close_matches(src, known, n=1, cutoff=0.6)
-                hint = f"; did you mean '{close[0]}'?" if close else ""
-                problem(f"layer '{name}': unknown input '{src}'{hint} (layers above: {', '.join(known)})", ipath)
-        if not ok:
-            failed.add(name)
-            continue
-        if layer.type not in MERGE_TYPES and len(srcs) != 1:
-            problem(f"layer '{name}' ({layer.type}) takes exactly one input, got {len(srcs)}; "
-                    "combine them first with an add or concat layer", where + ("inputs",))
-            failed.add(name)
-            continue
-        if any(s in failed for s in srcs):
-            failed.add(name)  # the cause was already reported upstream
-            continue
-        in_shapes = tuple(graph.shape_of(s) for s in srcs)
+        src_names = [n for n, _ in srcs]
+        in_shapes = tuple(graph.input_shape if j < 0 else graph.nodes[n].shape for n, j in srcs)
         try:
-            shape, attrs, params, buffers, macs = RULES[layer.type](layer, in_shapes, srcs, graph)
+            shape, attrs, params, buffers, macs = RULES[layer.type](layer, in_shapes, src_names, graph)
             for what, s in [("output", shape)] + [(f"parameter '{name}.{p}'", s) for p, s in params.items()]:
                 if prod(s) > MAX_ELEMENTS:
                     raise _LayerProblem(f"{what} {_fmt(s)} has {prod(s):,} values; the limit is {MAX_ELEMENTS:,} "
                                         f"per tensor ({MAX_ELEMENTS * 8 // 2**30} GiB in float64)")
         except _LayerProblem as exc:
-            problem(f"layer '{name}' ({layer.type}): {exc}", where + ("type",), key=True)
-            failed.add(name)
+            given = exc.key is not None and exc.key in layer.model_fields_set
+            problem(f"layer '{name}' ({layer.type}): {exc}", where + ((exc.key,) if given else ("type",)),
+                    key=not given)
+            failed.add(i)
             continue
         pos = doc.position(where) if doc else None
-        graph.nodes[name] = Node(i, name, layer.type, layer, tuple(srcs), in_shapes, tuple(shape), attrs,
+        graph.nodes[name] = Node(i, name, layer.type, layer, tuple(src_names), in_shapes, tuple(shape), attrs,
                                  params, buffers, macs, pos[0] if pos else None)
 
     if spec.output is not None:
-        if spec.output not in declared_at:
+        if spec.output not in names:
             close = difflib.get_close_matches(spec.output, names, n=1, cutoff=0.6)
             problem(f"output '{spec.output}' is not a layer" + (f"; did you mean '{close[0]}'?" if close else "")
-                    + f" (layers: {', '.join(names)})", ("output",))
+                    + f" (layers: {_listing(names)})", ("output",))
         graph.output = spec.output
     else:
         graph.output = names[-1]
+    out_node = graph.nodes.get(graph.output)
+    if spec.loss is not None and spec.loss.type == "cross_entropy" and out_node is not None \
+            and len(out_node.shape) != 1:
+        problem(f"loss cross_entropy needs class scores [classes] per sample from the output layer, got "
+                f"{_fmt(graph.declared(out_node.shape))} from '{graph.output}'; end with a flatten (or "
+                "global_avgpool + flatten) and a dense layer", ("loss", "type"))
+    if spec.weights is not None:
+        _check_weights(spec, graph, {names[i] for i in failed}, problem)
     if problems:
         raise ShapeError(problems, doc.filename if doc else "<spec>", doc.source if doc else None)
     return graph
@@ -333,7 +515,14 @@ def loads_spec(text: str, filename: str = "<string>") -> Spec:
     """Parse, validate and shape-check a spec given as YAML text; raise SpecError with every problem."""
     from . import yaml_io
     from .schema import validate
-    spec = validate(yaml_io.loads(text, filename))
+    doc = yaml_io.loads(text, filename)
+    try:
+        spec = validate(doc)
+    except SpecError as exc:
+        extra = reference_problems(doc)
+        if extra:
+            raise doc.error(exc.problems + extra) from None
+        raise
     spec._graph = build_graph(spec)
     return spec
 
@@ -344,4 +533,4 @@ def load_spec(path) -> Spec:
     return loads_spec(yaml_io.read_text(path, "spec"), str(path))
 
 
-__all__ = ["Graph", "Node", "build_graph", "load_spec", "loads_spec", "SpecError"]
+__all__ = ["Graph", "Node", "SpecError", "build_graph", "load_spec", "loads_spec"]

@@ -7,10 +7,18 @@ No NumPy here. `validate(document)` turns pydantic's errors into file:line:col p
 from __future__ import annotations
 
 import difflib
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
-                      WithJsonSchema, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 
 from .errors import Problem
 from .yaml_io import Document
@@ -36,12 +44,12 @@ def _pair(kind: str, minimum: int):
                         {"type": "array", "items": {"type": "integer", "minimum": minimum},
                          "minItems": 2, "maxItems": 2}],
               "description": f"{kind}: one integer, or [height, width]"}
-    return Annotated[Union[int, list[int]], AfterValidator(check), WithJsonSchema(schema)]
+    return Annotated[int | list[int], AfterValidator(check), WithJsonSchema(schema)]
 
 
 Size = _pair("size", 1)
 Padding = _pair("padding", 0)
-PaddingOrMode = Annotated[Union[int, list[int], Literal["same", "valid"]],
+PaddingOrMode = Annotated[int | list[int] | Literal["same", "valid"],
                           AfterValidator(lambda v: v if isinstance(v, str) else _pair("padding", 0).__metadata__[0].func(v)),
                           WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0},
                                                     {"type": "array", "items": {"type": "integer", "minimum": 0},
@@ -56,40 +64,48 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
-class Input(_Model):
-    shape: list[PositiveInt] = Field(min_length=1, max_length=3, description="one sample, no batch dimension: [C, H, W], [H, W, C] or [features]")
-    layout: Literal["CHW", "HWC"] = Field("CHW", description="order of `shape`, of data arrays and of reported shapes")
-    dtype: Literal["float64", "float32"] = "float64"
+def _input_rank(shape: list[int]) -> list[int]:
+    if len(shape) not in (1, 3):
+        hint = {0: "give at least one size", 2: "add a channel dimension, e.g. [1, H, W]",
+                4: "leave out the batch dimension: shape describes one sample"}.get(len(shape), "")
+        raise ValueError(f"must be [C, H, W], [H, W, C] or [features], got {shape} ({len(shape)} dimensions)"
+                         + (f"; {hint}" if hint else ""))
+    return shape
 
-    @model_validator(mode="after")
-    def _rank(self):
-        if len(self.shape) == 2:
-            raise ValueError(f"shape must be [C, H, W], [H, W, C] or [features], got {self.shape} (2 dimensions); "
-                             "add a channel dimension, e.g. [1, H, W]")
-        return self
+
+class Input(_Model):
+    shape: Annotated[list[PositiveInt], AfterValidator(_input_rank)] = Field(
+        description="one sample, no batch dimension: [C, H, W], [H, W, C] or [features]",
+        json_schema_extra={"minItems": 1, "maxItems": 3})
+    layout: Literal["CHW", "HWC"] = Field("CHW", description="order of `shape`, of data arrays and of reported shapes")
+    dtype: Literal["float64", "float32"] = Field("float64", description="precision of parameters and activations")
 
 
 class _Layer(_Model):
-    name: Optional[str] = Field(None, pattern=NAME_PATTERN, description="unique; default derived from the type (conv2d_1, ...)")
-    inputs: Optional[list[Annotated[str, Field(pattern=NAME_PATTERN)]]] = Field(
+    name: str | None = Field(None, pattern=NAME_PATTERN, description="unique; default derived from the type (conv2d_1, ...)")
+    inputs: list[Annotated[str, Field(pattern=NAME_PATTERN)]] | None = Field(
         None, min_length=1, description="layers (or 'input') feeding this one; default: the previous layer")
 
 
 class Conv2d(_Layer):
+    """2-D convolution (cross-correlation, as PyTorch). Output size per axis: floor((in + 2p - d*(k-1) - 1)/s) + 1."""
     type: Literal["conv2d"]
-    filters: PositiveInt
-    kernel: Size
-    stride: Size = 1
-    padding: PaddingOrMode = 0
-    padding_mode: Literal["zeros", "reflect", "replicate", "circular"] = "zeros"
-    dilation: Size = 1
-    groups: PositiveInt = 1
-    bias: bool = True
+    filters: PositiveInt = Field(description="number of kernels = output channels")
+    kernel: Size = Field(description="kernel size: k or [kh, kw]")
+    stride: Size = Field(1, description="step between windows: s or [sh, sw]")
+    padding: PaddingOrMode = Field(0, description="p, [ph, pw] (each on both sides), 'valid' (= 0) or "
+                                   "'same' (stride 1; the odd pixel goes at the end, as in PyTorch)")
+    padding_mode: Literal["zeros", "reflect", "replicate", "circular"] = Field(
+        "zeros", description="what the padding holds (PyTorch's padding_mode)")
+    dilation: Size = Field(1, description="spacing between kernel taps; 1 = none")
+    groups: PositiveInt = Field(1, description="must divide input channels and filters; = channels for depthwise")
+    bias: bool = Field(True, description="one bias per filter")
 
 
 class BatchNorm(_Layer):
+    """Batch normalisation per channel ([C, H, W]) or feature ([F]); gamma 1, beta 0 at init."""
     type: Literal["batchnorm"]
-    eps: Annotated[float, Field(gt=0.0)] = 1e-5
+    eps: Annotated[float, Field(gt=0.0)] = Field(1e-5, description="added to the variance before the square root")
     momentum: Unit = Field(0.1, description="PyTorch form: running = (1 - momentum) * running + momentum * batch")
 
 
@@ -99,7 +115,7 @@ class ReLU(_Layer):
 
 class LeakyReLU(_Layer):
     type: Literal["leaky_relu"]
-    slope: float = 0.01
+    slope: float = Field(0.01, description="output slope for negative inputs")
 
 
 class Sigmoid(_Layer):
@@ -115,20 +131,23 @@ class Softmax(_Layer):
 
 
 class MaxPool(_Layer):
+    """Max pooling per channel; padding counts as -infinity (never the max)."""
     type: Literal["maxpool"]
-    kernel: Size
-    stride: Optional[Size] = Field(None, description="default: the kernel size")
-    padding: Padding = 0
-    dilation: Size = 1
-    ceil_mode: bool = False
+    kernel: Size = Field(description="window size: k or [kh, kw]")
+    stride: Size | None = Field(None, description="default: the kernel size")
+    padding: Padding = Field(0, description="p or [ph, pw], at most kernel // 2 (PyTorch)")
+    dilation: Size = Field(1, description="spacing between window taps; 1 = none")
+    ceil_mode: bool = Field(False, description="round the output size up (PyTorch's rule: a window may not start "
+                            "in the right padding)")
 
 
 class AvgPool(_Layer):
+    """Average pooling per channel."""
     type: Literal["avgpool"]
-    kernel: Size
-    stride: Optional[Size] = Field(None, description="default: the kernel size")
-    padding: Padding = 0
-    ceil_mode: bool = False
+    kernel: Size = Field(description="window size: k or [kh, kw]")
+    stride: Size | None = Field(None, description="default: the kernel size")
+    padding: Padding = Field(0, description="p or [ph, pw], at most kernel // 2 (PyTorch)")
+    ceil_mode: bool = Field(False, description="round the output size up (PyTorch's rule)")
     count_include_pad: bool = Field(True, description="PyTorch's default: padded zeros count in the average")
 
 
@@ -142,23 +161,25 @@ class Flatten(_Layer):
 
 class Dropout(_Layer):
     type: Literal["dropout"]
-    rate: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
+    rate: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(0.5, description="probability of zeroing a value, in [0, 1)")
 
 
 class Dense(_Layer):
     type: Literal["dense"]
-    units: PositiveInt
-    bias: bool = True
+    units: PositiveInt = Field(description="output features")
+    bias: bool = Field(True, description="one bias per unit")
 
 
 class Add(_Layer):
     type: Literal["add"]
-    inputs: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(min_length=2)
+    inputs: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
+        min_length=2, description="two or more layers (or 'input') of the same shape, summed elementwise")
 
 
 class Concat(_Layer):
     type: Literal["concat"]
-    inputs: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(min_length=2)
+    inputs: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
+        min_length=2, description="two or more layers (or 'input'), joined along channels")
 
 
 LAYER_CLASSES: dict[str, type[_Layer]] = {
@@ -167,17 +188,20 @@ LAYER_CLASSES: dict[str, type[_Layer]] = {
                 Flatten, Dropout, Dense, Add, Concat)
 }
 LAYER_TYPES = tuple(LAYER_CLASSES)
-Layer = Annotated[Union[tuple(LAYER_CLASSES.values())], Field(discriminator="type")]
+# A Union built from the registry (the `X | Y` form cannot take a tuple).
+Layer = Annotated[Union[tuple(LAYER_CLASSES.values())], Field(discriminator="type")]  # noqa: UP007
 
 
 class Loss(_Model):
-    type: Literal["cross_entropy", "mse", "bce_with_logits"]
-    reduction: Literal["mean", "sum"] = "mean"
+    type: Literal["cross_entropy", "mse", "bce_with_logits"] = Field(
+        description="cross_entropy: logits with integer or probability targets; mse; bce_with_logits")
+    reduction: Literal["mean", "sum"] = Field("mean", description="over the batch (and elements, for mse)")
 
 
 class Optimizer(_Model):
+    """SGD exactly as PyTorch: g += wd*w; b = momentum*b + (1 - dampening)*g; w -= lr*(g + momentum*b or b)."""
     type: Literal["sgd"] = "sgd"
-    lr: Annotated[float, Field(gt=0.0)] = 0.01
+    lr: Annotated[float, Field(gt=0.0)] = Field(0.01, description="learning rate, > 0")
     momentum: Annotated[float, Field(ge=0.0)] = 0.0
     dampening: Annotated[float, Field(ge=0.0)] = 0.0
     nesterov: bool = False
@@ -192,33 +216,34 @@ class Optimizer(_Model):
 
 
 class Init(_Model):
-    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
-    scheme: Literal["torch_default", "he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "zeros"] = "torch_default"
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = Field(0, description="seeds initial values and dropout masks")
+    scheme: Literal["torch_default", "he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "zeros"] = Field(
+        "torch_default", description="weight initialisation; batch-norm gamma 1, beta 0")
 
 
-WeightValue = Annotated[Union[str, float, list], WithJsonSchema(
+WeightValue = Annotated[str | float | list, WithJsonSchema(
     {"anyOf": [{"type": "string", "description": "path to a .npy file, relative to the spec"},
                {"type": "number"}, {"type": "array", "description": "nested lists of numbers"}]})]
 
 
 class Spec(_Model):
     cnnspec: Literal[1] = Field(description="format version")
-    name: str = Field(pattern=SPEC_NAME_PATTERN)
-    description: Optional[str] = None
+    name: str = Field(pattern=SPEC_NAME_PATTERN, description="the model's name: letters, digits, '_', '.', '-'")
+    description: str | None = None
     input: Input
-    layers: list[Layer] = Field(min_length=1)
-    output: Optional[str] = Field(None, description="which layer is the model output (default: the last)")
-    loss: Optional[Loss] = None
+    layers: list[Layer] = Field(min_length=1, description="run in order; `inputs` makes a DAG")
+    output: str | None = Field(None, description="which layer is the model output (default: the last)")
+    loss: Loss | None = None
     optimizer: Optimizer = Field(default_factory=Optimizer)
     init: Init = Field(default_factory=Init)
-    weights: Optional[Union[str, dict[str, WeightValue]]] = Field(
+    weights: str | dict[str, WeightValue] | None = Field(
         None, description="explicit parameter values by state_dict name, or a path to one .npz")
 
-    _document: Optional[Document] = PrivateAttr(None)
+    _document: Document | None = PrivateAttr(None)
     _graph: Any = PrivateAttr(None)
 
     @property
-    def document(self) -> Optional[Document]:
+    def document(self) -> Document | None:
         """The YAML document this spec came from (positions for error messages), if any."""
         return self._document
 
@@ -231,7 +256,7 @@ class Spec(_Model):
         return self._graph
 
     @property
-    def source_path(self) -> Optional[str]:
+    def source_path(self) -> str | None:
         d = self._document
         return d.filename if d is not None and d.filename != "<string>" else None
 
@@ -252,10 +277,20 @@ _UNION_FIELDS = {"kernel": "an integer or [height, width]", "stride": "an intege
                  "type": None}
 _PY_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping",
              type(None): "null"}
+_PATTERNS = {NAME_PATTERN: "letters, digits, '_' and '-', starting with a letter or '_'",
+             SPEC_NAME_PATTERN: "letters, digits, '_', '.' and '-'"}
+_TYPE_WORDS = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
+               "string_type": "a string", "list_type": "a list", "dict_type": "a mapping of keys to values",
+               "model_type": "a mapping of keys to values", "model_attributes_type": "a mapping of keys to values"}
+_BOUNDS = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"), "less_than_equal": ("le", "<="),
+           "less_than": ("lt", "<")}
+_WEIGHT_VALUE = "a number, nested lists of numbers, or a path to a .npy file"
 
 
 def _describe(value: Any) -> str:
     kind = _PY_TYPES.get(type(value), type(value).__name__)
+    if isinstance(value, (list, dict)) and len(value) > 20:
+        return f"a {kind} of {len(value)} items"
     text = repr(value)
     if len(text) > 40:
         text = text[:37] + "..."
@@ -263,15 +298,21 @@ def _describe(value: Any) -> str:
 
 
 def _suggest(word: str, choices) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _fmt_path(parts) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
 
 
 def _where(path: tuple, data: Any) -> str:
     """'layer 2 ('conv1', conv2d)' or 'input.shape' - how messages name a place."""
     if len(path) >= 2 and path[0] == "layers" and isinstance(path[1], int):
-        layer = data["layers"][path[1]] if isinstance(data, dict) and isinstance(data.get("layers"), list) \
-            and path[1] < len(data["layers"]) else None
+        layer = _lookup(data, path[:2])
         who = f"layer {path[1] + 1}"
         if isinstance(layer, dict):
             bits = [repr(layer["name"])] if isinstance(layer.get("name"), str) else []
@@ -279,9 +320,11 @@ def _where(path: tuple, data: Any) -> str:
                 bits.append(layer["type"])
             if bits:
                 who += f" ({', '.join(bits)})"
-        rest = ".".join(str(p) for p in path[2:])
+        rest = _fmt_path(path[2:])
         return f"{who}{': ' + rest if rest else ''}"
-    return ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in path).replace(".[", "[") or "spec"
+    if len(path) >= 2 and path[0] == "weights" and isinstance(path[1], str):
+        return f"weights: '{path[1]}'" + _fmt_path(path[2:])
+    return _fmt_path(path) or "spec"
 
 
 def _model_for(path: tuple, data: Any) -> type[BaseModel] | None:
@@ -293,12 +336,30 @@ def _model_for(path: tuple, data: Any) -> type[BaseModel] | None:
             return LAYER_CLASSES.get(data["layers"][path[1]]["type"])
         except (KeyError, IndexError, TypeError):
             return None
-    field = Spec.model_fields.get(path[0]) if len(path) == 1 else None
-    if field is not None:
-        for cls in (Input, Loss, Optimizer, Init):
-            if cls in getattr(field.annotation, "__args__", (field.annotation,)) or field.annotation is cls:
-                return cls
+    if len(path) == 1:
+        return {"input": Input, "loss": Loss, "optimizer": Optimizer, "init": Init}.get(path[0])
     return None
+
+
+def _normalize_loc(loc: list, data: Any) -> tuple[tuple, bool]:
+    """pydantic's error location -> the path in the user's data, and whether it went through a union."""
+    # Tagged union: ('layers', 0, 'conv2d', 'kernel') -> ('layers', 0, 'kernel').
+    if len(loc) >= 3 and loc[0] == "layers" and isinstance(loc[1], int) and loc[2] in LAYER_CLASSES:
+        del loc[2]
+    # weights: ('weights', 'dict[str,...]', 'fc.weight', 'float') -> ('weights', 'fc.weight').
+    if loc and loc[0] == "weights" and len(loc) >= 2:
+        if isinstance(loc[1], str) and loc[1].startswith("dict[") and len(loc) >= 3:
+            return ("weights", loc[2]), True
+        if isinstance(data, dict) and isinstance(data.get("weights"), dict):
+            return None, True  # a mapping: its entries' own errors say what is wrong
+        return ("weights",), True
+    # Union members: ('kernel', 'list[int]', 1) -> ('kernel',), reported once.
+    field_names = _field_names()
+    for i, part in enumerate(loc):
+        if isinstance(part, str) and part in _UNION_FIELDS and i + 1 < len(loc) and isinstance(loc[i + 1], str) \
+                and loc[i + 1] not in field_names:
+            return tuple(loc[: i + 1]), True
+    return tuple(loc), False
 
 
 def problems_from_validation(exc: ValidationError, doc: Document, root: type[BaseModel] = Spec,
@@ -306,75 +367,104 @@ def problems_from_validation(exc: ValidationError, doc: Document, root: type[Bas
     """Turn pydantic's error list into one positioned, readable problem per mistake."""
     model_for = model_for or _model_for
     data = doc.data
-    problems: list[Problem] = []
+    found: list[tuple[Problem, tuple, str, str | None]] = []  # problem, path, kind, suggested key
     seen: set[tuple] = set()
     for err in exc.errors(include_url=False):
-        loc = list(err["loc"])
-        # Tagged union: ('layers', 0, 'conv2d', 'kernel') -> ('layers', 0, 'kernel').
-        if len(loc) >= 3 and loc[0] == "layers" and loc[2] in LAYER_CLASSES:
-            del loc[2]
-        # Union members: ('kernel', 'list[int]', 1) -> ('kernel',), reported once.
-        collapsed = False
-        for i, part in enumerate(loc):
-            if isinstance(part, str) and part in _UNION_FIELDS and i + 1 < len(loc) and isinstance(loc[i + 1], str) \
-                    and not (i + 1 < len(loc) and isinstance(loc[i + 1], str) and loc[i + 1] in _field_names()):
-                loc, collapsed = loc[: i + 1], True
-                break
-        path = tuple(loc)
+        path, collapsed = _normalize_loc(list(err["loc"]), data)
+        if path is None:
+            continue
         kind = err["type"]
+        ctx = err.get("ctx") or {}
         value = err.get("input")
         where = _where(path, data)
         key = False
+        suggested = None
         if collapsed and kind not in ("value_error", "assertion_error"):
             if path in seen:
                 continue
-            want = _UNION_FIELDS.get(path[-1]) or "a valid value"
-            if path[-1] == "padding" and _lookup(data, path[:-1] + ("type",)) != "conv2d":
-                want = "an integer or [height, width] ('same' and 'valid' are for conv2d)"
-            msg = f"{where}: expected {want}, got {_describe(_lookup(data, path))}"
+            actual = _lookup(data, path)
+            if path[0] == "weights" and len(path) == 2:
+                msg = f"{where} must be {_WEIGHT_VALUE}, got {_describe(actual)}"
+            else:
+                want = _UNION_FIELDS.get(path[-1]) or "a valid value"
+                if path[-1] == "padding" and _lookup(data, path[:-1] + ("type",)) != "conv2d":
+                    want = "an integer or [height, width] ('same' and 'valid' are for conv2d)"
+                msg = f"{where}: expected {want}, got {_describe(actual)}"
         elif kind == "extra_forbidden":
             field = path[-1]
             model = model_for(path[:-1], data)
             valid = sorted(model.model_fields) if model else []
             owner = "spec" if len(path) == 1 else _where(path[:-1], data)
-            msg = f"unknown key '{field}' in {owner}{_suggest(field, valid)}"
+            hint = _suggest(field, valid)
+            suggested = hint.split("'")[1] if hint else None
+            msg = f"unknown key '{field}' in {owner}{hint}"
             if valid:
                 msg += f" (valid keys: {', '.join(valid)})"
             key = True
         elif kind == "missing":
             msg = f"{_where(path[:-1], data) if len(path) > 1 else 'spec'}: missing required key '{path[-1]}'"
-            path = path[:-1]
-            key = False
         elif kind in ("union_tag_invalid", "union_tag_not_found"):
             choices = ", ".join(LAYER_TYPES)
             if kind == "union_tag_not_found":
                 msg = f"{where}: missing required key 'type' (one of: {choices})"
+                path = path + ("type",)
             else:
-                tag = err.get("ctx", {}).get("tag")
+                tag = ctx.get("tag")
                 msg = f"{where}: unknown layer type '{tag}'{_suggest(tag, LAYER_TYPES)} (valid types: {choices})"
                 path = path + ("type",)
-        elif kind in ("model_attributes_type", "model_type", "dict_type") or (
-                kind == "model_attributes_type"):
-            msg = f"{where}: expected a mapping of keys to values, got {_describe(value)}"
         elif kind == "literal_error":
-            expected = err.get("ctx", {}).get("expected", "")
-            msg = f"{where}: must be {expected}, got {_describe(value)}{_suggest(value, _literal_choices(expected))}"
+            choices = _literal_choices(ctx.get("expected", ""))
+            if len(choices) == 1:
+                msg = f"{where}: must be {ctx.get('expected', '')}, got {_describe(value)}"
+            else:
+                msg = f"{where}: must be one of {', '.join(choices)}; got {_describe(value)}"
+            if isinstance(value, str) and value in choices:
+                msg += " (write it without quotes)"
+            elif not any(isinstance(value, str) and str(c) == value for c in choices):
+                msg += _suggest(value, choices)
         elif kind in ("value_error", "assertion_error"):
             text = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
             msg = f"{where}: {text}"
-        elif kind.endswith("_type") or kind.endswith("_parsing"):
-            msg = f"{where}: {err['msg'].lower().replace('input should be', 'expected')}, got {_describe(value)}"
+        elif kind == "string_pattern_mismatch":
+            rule = _PATTERNS.get(ctx.get("pattern"), f"match {ctx.get('pattern')}")
+            msg = f"{where}: must be {rule}; got {_describe(value)}"
+        elif kind in ("too_short", "too_long"):
+            n = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
+            item = "item" if n == 1 else "items"
+            msg = (f"{where}: must have {'at least' if kind == 'too_short' else 'at most'} {n} {item}, "
+                   f"got {ctx.get('actual_length')}: {_describe(value)}")
+        elif kind in _BOUNDS:
+            bound_key, op = _BOUNDS[kind]
+            msg = f"{where}: must be {op} {ctx.get(bound_key)}, got {_describe(value)}"
+        elif kind == "finite_number":
+            msg = f"{where}: must be a finite number, got {_describe(value)}"
+        elif kind in _TYPE_WORDS:
+            msg = f"{where}: expected {_TYPE_WORDS[kind]}, got {_describe(value)}"
             if isinstance(value, str) and value.lower() in ("yes", "no", "on", "off", "y", "n"):
-                msg += " (cnnspec reads YAML 1.2: yes/no/on/off are text, not booleans)"
-            elif kind in ("float_type", "int_type") and isinstance(value, str):
-                msg += " (write numbers without quotes, e.g. 1.0e-3)"
-            if kind == "bool_type" and isinstance(value, str):
-                msg += " (write true or false)"
+                msg += " (cnnspec reads YAML 1.2: yes/no/on/off are text; write true or false)"
+            elif kind in ("float_type", "int_type") and isinstance(value, str) and _looks_numeric(value):
+                msg += " (write numbers without quotes)"
+            elif kind == "int_type" and isinstance(value, float) and value.is_integer():
+                msg += f" (write {int(value)})"
         else:
-            msg = f"{where}: {err['msg'].lower().replace('input should be', 'must be')}, got {_describe(value)}"
+            text = err["msg"]
+            msg = f"{where}: {text[:1].lower() + text[1:]}, got {_describe(value)}"
         seen.add(path)
-        problems.append(doc.problem(msg, path, key=key))
-    return problems
+        found.append((doc.problem(msg, path, key=key), path, kind, suggested))
+
+    # A misspelled required key is one mistake: keep "unknown key 'kernal' ... did you mean 'kernel'?"
+    # and drop the "missing required key 'kernel'" it causes.
+    typo_fixes = {(path[:-1], suggested) for _, path, kind, suggested in found if suggested}
+    return [problem for problem, path, kind, _ in found
+            if not (kind == "missing" and (path[:-1], path[-1]) in typo_fixes)]
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _field_names() -> set[str]:
@@ -399,6 +489,9 @@ def _lookup(data: Any, path: tuple) -> Any:
 
 def validate(doc: Document) -> Spec:
     """Validate a loaded YAML document against the spec models; raise SpecError listing every problem."""
+    if doc.data is None:
+        raise doc.error([doc.problem("the spec has no content (only comments or blank lines); expected a mapping "
+                                     "with keys cnnspec, name, input, layers, ...")])
     if not isinstance(doc.data, dict):
         raise doc.error([doc.problem(f"a spec is a mapping with keys cnnspec, name, input, layers, ...; "
                                      f"got {_describe(doc.data)}")])

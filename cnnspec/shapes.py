@@ -14,19 +14,19 @@ def window_out(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int
     """Output length of a sliding window (conv or pool) along one axis, PyTorch's rule.
 
     floor((size + pad_begin + pad_end - dilation*(kernel-1) - 1) / stride) + 1, or ceil with
-    ceil_mode, where a last window that would start in the end padding is dropped. Returns a
-    value <= 0 when the window does not fit; callers turn that into a user error.
+    ceil_mode, where a last window that would start in the end padding is dropped. Returns 0
+    when no window fits; callers turn that into a user error.
     """
     span = size + pad_begin + pad_end - dilation * (kernel - 1) - 1
-    if span < 0:
-        return 0
-    if ceil_mode:
-        out = -(-span // stride) + 1
-        # PyTorch (and ONNX since opset 19): a window may not start inside the right padding.
-        if (out - 1) * stride >= size + pad_begin:
-            out -= 1
-        return out
-    return span // stride + 1
+    if not ceil_mode:
+        return max(span // stride + 1, 0)
+    # Python's // floors like PyTorch's div_rtn, also for a negative span: with stride > 1 a kernel that
+    # overhangs the padded input by less than a stride still gives one window, as in PyTorch and ONNX.
+    out = (span + stride - 1) // stride + 1
+    # PyTorch (and ONNX since opset 19): a window may not start inside the right padding.
+    if out > 0 and (out - 1) * stride >= size + pad_begin:
+        out -= 1
+    return max(out, 0)
 
 
 def window_out_text(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int,

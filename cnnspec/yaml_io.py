@@ -22,6 +22,9 @@ _INT = re.compile(r"^[-+]?(?:[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
 _FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
 _SPECIAL_FLOATS = {".inf": float("inf"), "+.inf": float("inf"), "-.inf": float("-inf"), ".nan": float("nan")}
 MAX_BYTES = 16 * 1024 * 1024
+MAX_DEPTH = 64
+# Aliases (`*name`) may repeat a subtree; this bounds how many values they may add ("billion laughs").
+MAX_ALIAS_VALUES = 100_000
 
 
 class Document:
@@ -56,6 +59,10 @@ class Document:
         return cls(problems, self.filename, self.source)
 
 
+class _ScalarProblem(Exception):
+    pass
+
+
 def _scalar(node: yaml.ScalarNode) -> Any:
     value = node.value
     if node.style is not None:  # quoted or block scalar: always a string
@@ -67,9 +74,13 @@ def _scalar(node: yaml.ScalarNode) -> Any:
     if value in ("false", "False", "FALSE"):
         return False
     if _INT.match(value):
+        if len(value) > 100:
+            raise _ScalarProblem(f"integer with {len(value)} digits is too long")
         # base 0 would reject '010'; YAML 1.2 reads it as decimal ten, not octal eight.
         return int(value, 0) if ("0o" in value or "0x" in value) else int(value, 10)
     if _FLOAT.match(value):
+        if len(value) > 400:
+            raise _ScalarProblem(f"number with {len(value)} characters is too long")
         return float(value)
     if value.lower() in _SPECIAL_FLOATS:
         return _SPECIAL_FLOATS[value.lower()]
@@ -80,37 +91,110 @@ def _pos(mark) -> Position:
     return mark.line + 1, mark.column + 1
 
 
+def _expanded_sizes(root, problems: list[Problem]) -> bool:
+    """Check depth, recursive aliases and alias amplification before building anything.
+
+    A node reached twice is an alias; counting its subtree's size (and height) again for every reuse
+    bounds what building (which copies aliased subtrees) will produce. Returns False when building
+    is unsafe.
+    """
+    memo: dict[int, tuple[int, int]] = {}  # id(node) -> (values in its subtree, its height)
+    active: set[int] = set()
+    unique = 0
+
+    def visit(node, depth: int, parent_mark=None) -> tuple[int, int] | None:
+        nonlocal unique
+        key = id(node)
+        if key in active:
+            problems.append(Problem("recursive YAML alias: a node contains itself", *_pos(node.start_mark)))
+            return None
+        if key not in memo:
+            if depth > MAX_DEPTH:
+                problems.append(Problem(f"YAML nesting deeper than {MAX_DEPTH} levels", *_pos(node.start_mark)))
+                return None
+            unique += 1
+            n, height = 1, 0
+            if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)):
+                active.add(key)
+                children = node.value if isinstance(node, yaml.SequenceNode) else \
+                    [c for pair in node.value for c in pair]
+                for child in children:
+                    sub = visit(child, depth + 1, node.start_mark)
+                    if sub is None:
+                        active.discard(key)
+                        return None
+                    n, height = n + sub[0], max(height, sub[1] + 1)
+                active.discard(key)
+            memo[key] = (n, height)
+        n, height = memo[key]
+        if depth + height > MAX_DEPTH:  # an alias can put a deep subtree deeper still
+            problems.append(Problem(f"YAML nesting deeper than {MAX_DEPTH} levels (through an alias)",
+                                    *_pos(parent_mark or node.start_mark)))
+            return None
+        return n, height
+
+    found = visit(root, 0)
+    if found is None:
+        return False
+    total = found[0]
+    if total - unique > MAX_ALIAS_VALUES:
+        problems.append(Problem(f"YAML aliases expand to {total:,} values ({total - unique:,} repeated); "
+                                f"the limit for repeated values is {MAX_ALIAS_VALUES:,}", 1, 1))
+        return False
+    return True
+
+
 def loads(text: str, filename: str = "<string>") -> Document:
     """Parse YAML text into plain dict/list/scalars with positions; raise SpecError on any YAML problem."""
     problems: list[Problem] = []
     values: dict = {}
     keys: dict = {}
+    loader = None
     try:
         loader = yaml.SafeLoader(text)
-        try:
-            root = loader.get_single_node()
-        finally:
-            loader.dispose()
+        root = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        what = " ".join(s for s in (exc.context, exc.problem) if s)
+        context = exc.context
+        if context and exc.context_mark and exc.problem_mark and exc.context_mark.line != exc.problem_mark.line:
+            context += f" (started at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
+        what = " ".join(s for s in (context, exc.problem) if s)
+        if "'\\t'" in what:
+            what += " (indent with spaces, not tabs)"
         line, col = _pos(mark) if mark else (None, None)
         raise SpecError([Problem(f"YAML syntax error: {what}", line, col)], filename, text) from None
+    except yaml.reader.ReaderError as exc:
+        # A control character or similar that YAML forbids; point at it.
+        before = text[: exc.position]
+        line, col = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
+        char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+        raise SpecError([Problem(f"character {char!r} (U+{ord(char):04X}) is not allowed in YAML; "
+                                 "is this a text file?", line, col)], filename, text) from None
     except yaml.YAMLError as exc:
         raise SpecError([Problem(f"YAML error: {exc}")], filename, text) from None
+    except RecursionError:
+        raise SpecError([Problem(f"YAML nesting is far deeper than {MAX_DEPTH} levels", *_pos(loader.get_mark()))],
+                        filename, text) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
-    def build(node, path: PathKey, depth: int) -> Any:
-        if depth > 64:
-            problems.append(Problem("YAML nesting deeper than 64 levels", *_pos(node.start_mark)))
-            return None
+    if root is not None and not _expanded_sizes(root, problems):
+        raise SpecError(problems, filename, text)
+
+    def build(node, path: PathKey) -> Any:
         values[path] = _pos(node.start_mark)
         if node.tag.startswith("!") or node.tag.startswith("tag:yaml.org,2002:python"):
             problems.append(Problem(f"YAML tag {node.tag!r} is not allowed; write plain values", *_pos(node.start_mark)))
             return None
         if isinstance(node, yaml.ScalarNode):
-            return _scalar(node)
+            try:
+                return _scalar(node)
+            except _ScalarProblem as exc:
+                problems.append(Problem(str(exc), *_pos(node.start_mark)))
+                return None
         if isinstance(node, yaml.SequenceNode):
-            return [build(child, path + (i,), depth + 1) for i, child in enumerate(node.value)]
+            return [build(child, path + (i,)) for i, child in enumerate(node.value)]
         assert isinstance(node, yaml.MappingNode), f"unexpected YAML node {node!r}"
         out: dict = {}
         for key_node, value_node in node.value:
@@ -119,19 +203,20 @@ def loads(text: str, filename: str = "<string>") -> Document:
                                         *_pos(key_node.start_mark)))
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
-                problems.append(Problem("mapping keys must be plain names", *_pos(key_node.start_mark)))
+                problems.append(Problem("mapping keys must be plain names, not lists or mappings",
+                                        *_pos(key_node.start_mark)))
                 continue
             key = key_node.value
-            if key in out:
+            if key in out or path + (key,) in keys:
                 first = keys[path + (key,)]
                 problems.append(Problem(f"duplicate key '{key}' (first given at line {first[0]}); "
                                         "each key may appear once", *_pos(key_node.start_mark)))
                 continue
             keys[path + (key,)] = _pos(key_node.start_mark)
-            out[key] = build(value_node, path + (key,), depth + 1)
+            out[key] = build(value_node, path + (key,))
         return out
 
-    data = build(root, (), 0) if root is not None else None
+    data = build(root, ()) if root is not None else None
     if problems:
         raise SpecError(problems, filename, text)
     return Document(data, filename, text, values, keys)
@@ -139,25 +224,37 @@ def loads(text: str, filename: str = "<string>") -> Document:
 
 def read_text(path: str | Path, what: str = "spec") -> str:
     """Read a UTF-8 text file with a clear SpecError for every way that can fail."""
-    p = Path(path)
     name = str(path)
-    if not p.exists():
-        raise SpecError(f"{what} file not found", name)
-    if p.is_dir():
-        raise SpecError(f"is a directory, expected a {what} file (.yaml)", name)
     try:
+        p = Path(path)
+        if not p.exists():
+            raise SpecError(f"{what} file not found", name)
+        if p.is_dir():
+            raise SpecError(f"is a directory, expected a {what} file (.yaml)", name)
+        if not p.is_file():
+            raise SpecError(f"not a regular file, expected a {what} file (.yaml)", name)
         size = p.stat().st_size
         if size > MAX_BYTES:
-            raise SpecError(f"{what} file is {size} bytes; the limit is {MAX_BYTES} bytes", name)
+            raise SpecError(f"{what} file is {size:,} bytes; the limit is {MAX_BYTES:,} bytes", name)
         raw = p.read_bytes()
-    except OSError as exc:
-        raise SpecError(f"cannot read {what} file: {exc.strerror or exc}", name) from None
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, SpecError):
+            raise
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SpecError(f"cannot read {what} file: {reason}", name) from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise SpecError(f"UTF-16 text (it starts with a UTF-16 byte-order mark); save the {what} as UTF-8", name)
+    if b"\x00" in raw:
+        offset = raw.index(b"\x00")
+        raise SpecError(f"binary data (a zero byte at offset {offset}), expected a YAML text file; "
+                        f"is this the right file?", name)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         raise SpecError([Problem(f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
-                                 f"save the {what} as UTF-8", line, None)], name) from None
+                                 f"save the {what} as UTF-8", line, col)], name) from None
     if not text.strip():
         raise SpecError(f"{what} file is empty", name)
     return text

@@ -5,36 +5,56 @@ import argparse
 import json
 import sys
 
-from ..errors import SpecError
+from ..errors import CnnspecError, SpecError
 from ..graph import load_spec
+
+_RAW = argparse.RawDescriptionHelpFormatter
 
 
 def register(sub) -> None:
-    p = sub.add_parser("check", help="validate specs (exit 0 when all are valid, 2 otherwise)",
-                       description="Validate one or more model specs: YAML syntax, keys, types, ranges, layer "
-                       "names and inputs, and every shape. All problems are listed as file:line:col.")
+    p = sub.add_parser(
+        "check", help="validate specs (exit 0 when all are valid, 2 otherwise)", formatter_class=_RAW,
+        description="Validate one or more model specs without running anything: YAML syntax and duplicate\n"
+        "keys, keys, types and ranges, layer names and inputs, every layer's shape, size limits and inline\n"
+        "weights. Every problem in every file is listed as FILE:LINE:COL: message, with the line and a caret.",
+        epilog="output: one 'FILE: ok (...)' line per valid spec on stdout; problems on stderr.\n"
+               "exit codes: 0 all specs valid, 2 any spec invalid or unreadable.\n"
+               "example: cnnspec check specs/*.yaml")
     p.add_argument("specs", nargs="+", metavar="SPEC", help="spec files (.yaml)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only problems")
     p.set_defaults(func=run_check)
 
-    p = sub.add_parser("summary", help="Keras-style table: shapes, parameters, MACs, YAML lines",
-                       description="Print every layer's output shape (in the spec's layout, batch as None), "
-                       "parameter count, multiply-accumulates and the line it is declared on, with totals.")
-    p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--json", action="store_true", help='print data: {"name", "layers": [...], "totals": {...}}')
+    p = sub.add_parser(
+        "summary", help="Keras-style table: shapes, parameters, MACs, YAML lines", formatter_class=_RAW,
+        description="Print every layer's output shape (in the spec's layout, batch as None), parameter count,\n"
+        "multiply-accumulates per sample and the YAML line it is declared on, then totals: parameters,\n"
+        "batch-norm buffers, memory of parameters and of activations per sample.",
+        epilog="exit codes: 0 printed, 2 the spec is invalid (problems on stderr).")
+    p.add_argument("spec", metavar="SPEC", help="spec file (.yaml)")
+    p.add_argument("--json", action="store_true",
+                   help='print the same as JSON: {"name", "input_shape", "layout", "dtype", "output", '
+                        '"layers": [{"name", "type", "inputs", "output_shape", "params", "macs", "line"}], '
+                        '"totals": {...}}')
     p.set_defaults(func=run_summary)
 
-    p = sub.add_parser("explain", help="step-by-step derivation of every shape and parameter count",
-                       description="Explain each layer: the output-size formula with the numbers substituted, "
-                       "kernel dimensions, parameter counts, and what batch norm, activations and pooling do.")
-    p.add_argument("spec", metavar="SPEC")
+    p = sub.add_parser(
+        "explain", help="step-by-step derivation of every shape and parameter count", formatter_class=_RAW,
+        description="Explain each layer in order: the output-size formula with the numbers substituted,\n"
+        "kernel dimensions, parameter counts with their arithmetic, and what batch norm, activations,\n"
+        "pooling and flatten do to the shape.",
+        epilog="exit codes: 0 printed, 2 the spec is invalid (problems on stderr).\n"
+               "example: cnnspec explain specs/lecture_conv1.yaml")
+    p.add_argument("spec", metavar="SPEC", help="spec file (.yaml)")
     p.set_defaults(func=run_explain)
 
-    p = sub.add_parser("schema", help="print the JSON Schema of the spec format",
-                       description="Print the JSON Schema of model specs (generated from the pydantic models). "
-                       "Save it and add '# yaml-language-server: $schema=PATH' as a spec's first line for "
-                       "completion and checking in editors.")
-    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    p = sub.add_parser(
+        "schema", help="print the JSON Schema of the spec format", formatter_class=_RAW,
+        description="Print the JSON Schema (draft 2020-12) of model specs, generated from the models that\n"
+        "validate them. Save it and add this line at the top of a spec for completion and checking in\n"
+        "editors with a YAML language server:\n\n  # yaml-language-server: $schema=PATH/TO/cnnspec.schema.json",
+        epilog="exit codes: 0 written, 2 the output file cannot be written.\n"
+               "example: cnnspec schema -o docs/cnnspec.schema.json")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (atomically) instead of stdout")
     p.set_defaults(func=run_schema)
 
 
@@ -49,8 +69,9 @@ def run_check(args: argparse.Namespace) -> int:
             continue
         if not args.quiet:
             g = spec.graph
-            print(f"{path}: ok ({spec.name}: {len(g.nodes)} layers, output {list(g.declared(g.nodes[g.output].shape))}, "
-                  f"{g.param_count:,} parameters)")
+            n = len(g.nodes)
+            print(f"{path}: ok ({spec.name}: {n} layer{'s' if n != 1 else ''}, output "
+                  f"{list(g.declared(g.nodes[g.output].shape))}, {g.param_count:,} parameters)")
     if failed and len(args.specs) > 1:
         print(f"{failed} of {len(args.specs)} specs invalid", file=sys.stderr)
     return 2 if failed else 0
@@ -73,8 +94,30 @@ def run_schema(args: argparse.Namespace) -> int:
     from ..schema import json_schema
     text = json.dumps(json_schema(), indent=2) + "\n"
     if args.output:
-        from ..arrays import atomic_write
-        atomic_write(args.output, lambda tmp: open(tmp, "w", encoding="utf-8").write(text))
+        _write_text(args.output, text)
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _write_text(path: str, text: str) -> None:
+    """Write atomically (a temporary file in the same folder, then rename); errors are user errors."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    target = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a schema is for sharing
+            os.replace(tmp, target)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise CnnspecError(f"{path}: cannot write: {exc.strerror or exc}") from None

@@ -1,0 +1,282 @@
+"""The spec commands: check, summary, explain, schema - output, exit codes, help, and no traceback on bad input."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import cnnspec
+from cnnspec.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = sorted((ROOT / "specs").glob("*.yaml"))
+BAD = sorted((ROOT / "tests" / "bad_specs").glob("*.yaml"))
+LENET = str(ROOT / "specs" / "lenet5.yaml")
+CONV1 = str(ROOT / "specs" / "lecture_conv1.yaml")
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:          # argparse: --help, --version, usage errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_process(*argv, cwd=ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "cnnspec", *argv], capture_output=True, text=True, cwd=cwd, check=False,
+                          env=env, timeout=60)
+
+
+# ---------------------------------------------------------------- check
+
+
+def test_check_good_specs(capsys):
+    code, out, err = run(capsys, "check", *map(str, SPECS))
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert len(lines) == len(SPECS)
+    assert f"{LENET}: ok (lenet5: 12 layers, output [10], 61,706 parameters)" in lines
+    assert f"{CONV1}: ok (lecture-conv1: 1 layer, output [98, 98, 6], 168 parameters)" in lines
+
+
+def test_check_mixed_good_and_bad(capsys):
+    bad1 = str(ROOT / "tests" / "bad_specs" / "groups.yaml")
+    bad2 = str(ROOT / "tests" / "bad_specs" / "yaml_syntax.yaml")
+    code, out, err = run(capsys, "check", LENET, bad1, CONV1, bad2)
+    assert code == 2
+    assert out.splitlines() == [f"{LENET}: ok (lenet5: 12 layers, output [10], 61,706 parameters)",
+                                f"{CONV1}: ok (lecture-conv1: 1 layer, output [98, 98, 6], 168 parameters)"]
+    assert f"{bad1}:6:61: layer 'g4' (conv2d): groups 4 must divide" in err
+    assert f"{bad1}:7:61: layer 'g3' (conv2d): groups 3 must divide" in err
+    assert f"2 errors in {bad1}" in err
+    assert f"{bad2}:7:5: YAML syntax error" in err
+    assert err.rstrip().endswith("2 of 4 specs invalid")
+    assert "Traceback" not in err
+
+
+def test_check_error_output_has_snippet_and_caret(capsys):
+    bad = str(ROOT / "tests" / "bad_specs" / "same_stride2.yaml")
+    code, out, err = run(capsys, "check", bad)
+    assert code == 2 and out == ""
+    assert err == (f"{bad}:11:14: layer 'conv1' (conv2d): padding 'same' needs stride 1 (as in PyTorch), got "
+                   "stride 2; give the padding as numbers instead\n"
+                   "        padding: same\n"
+                   "                 ^\n")
+
+
+def test_check_quiet(capsys):
+    assert run(capsys, "check", "-q", LENET) == (0, "", "")
+
+
+def test_check_unreadable_files(capsys, tmp_path):
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"name: caf\xe9\n")
+    empty = tmp_path / "empty.yaml"
+    empty.write_bytes(b"")
+    binary = tmp_path / "model.onnx"
+    binary.write_bytes(b"\x08\x07\x12\x00\x00\x01")
+    missing = tmp_path / "missing.yaml"
+    code, out, err = run(capsys, "check", str(missing), str(tmp_path), str(latin), str(empty), str(binary))
+    assert code == 2 and out == ""
+    assert err.splitlines() == [
+        f"{missing}: spec file not found",
+        f"{tmp_path}: is a directory, expected a spec file (.yaml)",
+        f"{latin}:1:10: not UTF-8 text (byte 0xe9 at offset 9); save the spec as UTF-8",
+        f"{empty}: spec file is empty",
+        f"{binary}: binary data (a zero byte at offset 3), expected a YAML text file; is this the right file?",
+        "5 of 5 specs invalid"]
+
+
+@pytest.mark.parametrize("path", BAD, ids=lambda p: p.stem)
+def test_no_traceback_for_any_bad_spec(capsys, path):
+    for command in ("check", "summary", "explain"):
+        code, out, err = run(capsys, command, str(path))
+        assert code == 2 and out == ""
+        assert err.startswith(str(path)) and "Traceback" not in err
+
+
+def test_no_traceback_in_a_real_process(tmp_path):
+    weird = tmp_path / "weird.yaml"
+    weird.write_text("cnnspec: 1\nname: w\ninput: {shape: [3, 8, 8]}\nlayers:\n  - " + "[" * 5000 + "]" * 5000 + "\n")
+    r = run_process("check", str(weird), "tests/bad_specs/several_errors.yaml", "tests/bad_specs/bad_inputs.yaml")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"{weird}:5:" in r.stderr and "nesting" in r.stderr
+    assert "6 errors in tests/bad_specs/several_errors.yaml" in r.stderr
+    assert r.stderr.rstrip().endswith("3 of 3 specs invalid")
+
+
+def test_check_does_not_import_onnx_or_the_engine():
+    code = ("import sys\nfrom cnnspec.cli import main\nrc = main(['check', 'specs/lecture_cnn.yaml'])\n"
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('onnx', 'onnxruntime', 'torch'))\n"
+            "print(rc, heavy)\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=60,
+                       check=False)
+    assert r.stdout.splitlines()[-1] == "0 []", r.stdout + r.stderr
+
+
+def test_loading_a_spec_imports_neither_numpy_nor_onnx():
+    code = ("import sys, cnnspec\ncnnspec.load_spec('specs/resnet_basic_block.yaml')\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'onnx', 'onnxruntime', 'grader')))\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=60,
+                       check=False)
+    assert r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------- summary
+
+
+def test_summary_table(capsys):
+    code, out, err = run(capsys, "summary", str(ROOT / "specs" / "lecture_cnn.yaml"))
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[0] == 'Model: "lecture-cnn"  input (None, 100, 100, 3) HWC float64'
+    assert lines[2].split() == ["Layer", "(type)", "Output", "shape", "Param", "#", "MACs", "Line"]
+    rows = {line.split()[0]: line.split() for line in lines[4:10]}
+    assert rows["conv1"] == ["conv1", "(conv2d)", "(None,", "98,", "98,", "32)", "896", "8,297,856", "12"]
+    assert rows["pool1"][2:6] == ["(None,", "49,", "49,", "32)"]
+    assert rows["fc"] == ["fc", "(dense)", "(None,", "10)", "768,330", "768,320", "17"]
+    assert "Total params: 769,290" in lines
+    assert "Trainable params: 769,290" in lines
+    assert "Non-trainable buffers: 64 (batch-norm running statistics)" in lines
+    assert any(line.startswith("Activations memory per sample: ") for line in lines)
+
+
+def test_summary_marks_non_sequential_inputs(capsys):
+    code, out, _ = run(capsys, "summary", str(ROOT / "specs" / "resnet_basic_block.yaml"))
+    assert code == 0 and "shortcut (add) <- bn2, input" in out
+
+
+def test_summary_json(capsys):
+    code, out, err = run(capsys, "summary", "--json", LENET)
+    assert code == 0 and err == ""
+    data = json.loads(out)
+    assert data["name"] == "lenet5"
+    assert set(data["totals"]) >= {"params", "trainable_params", "buffers", "macs", "param_bytes",
+                                   "activation_bytes_per_sample"}
+    assert data["totals"]["params"] == 61_706
+    assert len(data["layers"]) == 12
+    for layer in data["layers"]:
+        assert set(layer) == {"name", "type", "inputs", "output_shape", "params", "macs", "line"}
+    assert data["layers"][0] == {"name": "c1", "type": "conv2d", "inputs": ["input"], "output_shape": [6, 28, 28],
+                                 "params": 156, "macs": 117_600, "line": 9}
+    assert data["layers"][6] == {"name": "flatten", "type": "flatten", "inputs": ["s4"], "output_shape": [400],
+                                 "params": 0, "macs": 0, "line": 15}
+
+
+def test_summary_json_is_in_the_declared_layout(capsys):
+    _, out, _ = run(capsys, "summary", "--json", CONV1)
+    data = json.loads(out)
+    assert data["layout"] == "HWC" and data["input_shape"] == [100, 100, 3]
+    assert data["layers"][0]["output_shape"] == [98, 98, 6] and data["layers"][0]["params"] == 168
+
+
+# ---------------------------------------------------------------- explain
+
+
+def test_explain_lecture_conv1(capsys):
+    code, out, err = run(capsys, "explain", CONV1)
+    assert code == 0 and err == ""
+    assert "98 = floor((100 + 2*0 - 3)/1) + 1" in out
+    assert "6*(3*3*3) + 6 = 168" in out
+    assert "each kernel is 3x3x3" in out
+    assert "-> output 98 x 98 x 6 (H x W x C)" in out
+
+
+def test_explain_lecture_conv2(capsys):
+    _, out, _ = run(capsys, "explain", str(ROOT / "specs" / "lecture_conv2.yaml"))
+    assert "14 = floor((16 + 2*0 - 3)/1) + 1" in out
+    assert "each kernel is 3x3x32" in out
+    assert "64*(3*3*32) + 64 = 18,496" in out
+
+
+def test_explain_says_what_bn_relu_and_pooling_do(capsys):
+    _, out, _ = run(capsys, "explain", str(ROOT / "specs" / "lecture_cnn.yaml"))
+    assert "for each of the 32 channels: mean and variance" in out
+    assert "max(0, x) for every value" in out
+    assert "49 = floor((98 + 2*0 - 2)/2) + 1" in out
+    assert "98 * 98 * 32 = 307,328" not in out                # flatten comes after the pool
+    assert "32 * 49 * 49 = 76,832 values in one vector" in out
+    assert "Total: 769,290 trainable parameters" in out
+
+
+def test_explain_ceil_mode_and_dilation(capsys):
+    _, out, _ = run(capsys, "explain", str(ROOT / "specs" / "inception_branches.yaml"))
+    assert "6 = ceil((12 + 2*0 - 3)/2) + 1" in out
+    assert "12 = floor((12 + 2*2 - 2*(3-1) - 1)/1) + 1" in out
+
+
+# ---------------------------------------------------------------- schema
+
+
+def test_schema_to_stdout_is_a_valid_json_schema(capsys):
+    jsonschema = pytest.importorskip("jsonschema")
+    from cnnspec import yaml_io
+    code, out, err = run(capsys, "schema")
+    assert code == 0 and err == ""
+    schema = json.loads(out)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    for path in SPECS:
+        jsonschema.validate(yaml_io.load(path).data, schema, cls=jsonschema.Draft202012Validator)
+
+
+def test_schema_to_file(capsys, tmp_path):
+    target = tmp_path / "s.json"
+    code, out, err = run(capsys, "schema", "-o", str(target))
+    assert (code, out, err) == (0, "", "")
+    assert json.loads(target.read_text())["title"] == "cnnspec model spec"
+    code, out, err = run(capsys, "schema", "-o", str(tmp_path / "no" / "such" / "dir.json"))
+    assert code == 2 and "cannot write" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- help, version, usage
+
+
+@pytest.mark.parametrize("command, words", [
+    ("check", ["SPEC", "--quiet", "FILE:LINE:COL", "exit codes: 0 all specs valid, 2"]),
+    ("summary", ["SPEC", "--json", "parameter count", '"output_shape"']),
+    ("explain", ["SPEC", "formula", "exit codes"]),
+    ("schema", ["--output", "yaml-language-server"]),
+])
+def test_subcommand_help(capsys, command, words):
+    code, out, _err = run(capsys, command, "--help")
+    assert code == 0 and out.startswith(f"usage: cnnspec {command}")
+    for word in words:
+        assert word in out
+
+
+def test_top_level_help_lists_the_spec_commands(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    for command in ("check", "summary", "explain", "schema"):
+        assert f"    {command}" in out
+    assert "exit codes: 0 success" in out
+
+
+def test_version(capsys):
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"cnnspec {cnnspec.__version__}"
+
+
+def test_usage_errors_exit_2(capsys):
+    assert run(capsys, "check")[0] == 2
+    assert run(capsys, "summary", LENET, "--jsn")[0] == 2
+    assert run(capsys, "nonsense")[0] == 2
+    code, _out, err = run(capsys)
+    assert code == 2 and "usage: cnnspec" in err
+
+
+def test_console_entry_point_process():
+    r = run_process("summary", "--json", "specs/lecture_conv2.yaml")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["layers"][0]["output_shape"] == [14, 14, 64]
+    r = run_process("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"cnnspec {cnnspec.__version__}"

@@ -1,0 +1,281 @@
+"""The YAML reader: YAML 1.2 scalars, duplicate keys, positions, hostile input, unreadable files."""
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+from cnnspec import yaml_io
+from cnnspec.errors import Problem, SpecError
+
+
+def value(text: str):
+    return yaml_io.loads(f"v: {text}\n").data["v"]
+
+
+def problems(text: str) -> list[tuple[int | None, int | None, str]]:
+    with pytest.raises(SpecError) as info:
+        yaml_io.loads(text, "x.yaml")
+    return [(p.line, p.col, p.message) for p in info.value.problems]
+
+
+# ---------------------------------------------------------------- YAML 1.2 core schema, not PyYAML's 1.1
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("1e-3", 1e-3), ("1E3", 1000.0), ("1.0e-5", 1e-5), ("-2.5", -2.5), (".5", 0.5), ("1.", 1.0),
+    ("+3", 3), ("-7", -7), ("010", 10), ("0010", 10), ("0o10", 8), ("0x1F", 31), ("0", 0),
+    ("true", True), ("false", False), ("True", True), ("FALSE", False),
+    ("null", None), ("~", None), ("", None),
+    ("yes", "yes"), ("no", "no"), ("on", "on"), ("off", "off"), ("y", "y"), ("n", "n"), ("Yes", "Yes"),
+    ("'1'", "1"), ('"true"', "true"), ("'010'", "010"), ("1_000", "1_000"), ("0b101", "0b101"),
+    ("12:30", "12:30"), ("2024-01-01", "2024-01-01"), (".inf", math.inf), ("-.inf", -math.inf),
+    ("+.Inf", math.inf), ("conv2d", "conv2d"),
+])
+def test_scalars_follow_yaml_1_2(text, expected):
+    got = value(text)
+    assert got == expected and type(got) is type(expected)
+
+
+def test_nan_is_a_float():
+    assert math.isnan(value(".nan")) and math.isnan(value(".NaN"))
+
+
+def test_yaml_11_traps_in_a_spec_are_not_surprising():
+    doc = yaml_io.loads("eps: 1e-3\nbias: yes\nsize: 010\nflag: no\n")
+    assert doc.data == {"eps": 0.001, "bias": "yes", "size": 10, "flag": "no"}
+
+
+def test_only_plain_data_types():
+    doc = yaml_io.loads("a: [1, {b: 2.5}, c]\n")
+    assert doc.data == {"a": [1, {"b": 2.5}, "c"]}
+
+
+# ---------------------------------------------------------------- positions
+
+
+def test_positions_of_values_and_keys():
+    doc = yaml_io.loads("cnnspec: 1\nlayers:\n  - {type: conv2d, kernel: 3}\n  - name: fc\n    units: 10\n")
+    assert doc.position(("cnnspec",)) == (1, 10)
+    assert doc.position(("cnnspec",), key=True) == (1, 1)
+    assert doc.position(("layers", 0, "kernel")) == (3, 28)
+    assert doc.position(("layers", 0, "kernel"), key=True) == (3, 20)
+    assert doc.position(("layers", 1)) == (4, 5)
+    assert doc.position(("layers", 1, "units")) == (5, 12)
+    # A path that is not in the file falls back to the nearest enclosing node.
+    assert doc.position(("layers", 1, "bias")) == (4, 5)
+    assert doc.position(("layers", 1, "bias"), key=True) == (4, 5)
+    assert doc.position(("nothing", 3)) == (1, 1)
+
+
+def test_problem_renders_path_line_col_snippet_and_caret():
+    doc = yaml_io.loads("a: 1\nb: [1, 2]\n", "spec.yaml")
+    err = doc.error([doc.problem("something is wrong", ("b", 1))])
+    assert str(err) == "spec.yaml:2:8: something is wrong\n    b: [1, 2]\n           ^"
+
+
+def test_several_problems_are_sorted_and_counted():
+    doc = yaml_io.loads("a: 1\nb: 2\n", "s.yaml")
+    err = doc.error([doc.problem("second", ("b",)), doc.problem("first", ("a",))])
+    assert [p.message for p in err.problems] == ["first", "second"]
+    assert str(err).endswith("2 errors in s.yaml")
+
+
+def test_long_lines_show_a_window_around_the_caret():
+    line = "w: [" + ", ".join(["0.5"] * 200) + ", x]"
+    text = Problem("bad", 1, line.index("x") + 1).render("s.yaml", [line])
+    _head, snippet, caret = text.split("\n")
+    assert len(snippet) < 120 and snippet.strip().startswith("...")
+    assert snippet[len(caret) - 1] == "x"
+
+
+def test_control_characters_are_not_printed_raw():
+    text = Problem("bad", 1, 3).render("s.yaml", ["a:\x1b[31m red"])
+    assert "\x1b" not in text
+
+
+# ---------------------------------------------------------------- mistakes in the YAML itself
+
+
+def test_duplicate_keys_are_errors_with_both_lines():
+    assert problems("name: a\nlayers: []\nname: b\n") == [
+        (3, 1, "duplicate key 'name' (first given at line 1); each key may appear once")]
+
+
+def test_duplicate_keys_in_nested_flow_mappings():
+    assert problems("layers:\n  - {type: conv2d, kernel: 3, kernel: 5}\n") == [
+        (2, 31, "duplicate key 'kernel' (first given at line 2); each key may appear once")]
+
+
+def test_every_duplicate_key_is_reported():
+    found = problems("a: 1\na: 2\nb: {c: 1, c: 2}\n")
+    assert [(line, col) for line, col, _ in found] == [(2, 1), (3, 11)]
+
+
+def test_syntax_error_position_and_text():
+    assert problems("a: [1, 2\nb: 3\n") == [
+        (2, 2, "YAML syntax error: while parsing a flow sequence (started at line 1, column 4) "
+               "expected ',' or ']', but got ':'")]
+
+
+def test_tabs_get_a_hint():
+    ((line, col, msg),) = problems("a:\n\tb: 1\n")
+    assert (line, col) == (2, 1) and msg.endswith("(indent with spaces, not tabs)")
+
+
+def test_truncated_document():
+    ((line, _col, msg),) = problems("layers:\n  - {type: conv2d, kernel: [3,")
+    assert line == 2 and msg.startswith("YAML syntax error") and "<stream end>" in msg
+
+
+def test_second_document_is_an_error():
+    ((line, col, msg),) = problems("a: 1\n---\nb: 2\n")
+    assert (line, col) == (2, 1) and "single document" in msg
+
+
+def test_python_tags_are_refused():
+    ((line, col, msg),) = problems("a: !!python/object/apply:os.system ['echo hi']\n")
+    assert (line, col) == (1, 4) and "is not allowed" in msg
+
+
+def test_merge_keys_are_refused():
+    ((line, col, msg),) = problems("base: &b {x: 1}\nc: {<<: *b, y: 2}\n")
+    assert (line, col) == (2, 5) and "merge keys" in msg
+
+
+def test_complex_keys_are_refused():
+    ((line, col, msg),) = problems("? [a, b]\n: 1\n")
+    assert (line, col) == (1, 3) and "plain names" in msg
+
+
+def test_aliases_are_expanded():
+    assert yaml_io.loads("a: &x [1, 2]\nb: *x\n").data == {"a": [1, 2], "b": [1, 2]}
+
+
+def test_billion_laughs_is_refused_quickly():
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    start = time.perf_counter()
+    ((_line, _col, msg),) = problems("\n".join(lines) + "\n")
+    assert time.perf_counter() - start < 1.0
+    assert "aliases expand to" in msg and "the limit for repeated values is 100,000" in msg
+
+
+def test_recursive_alias_is_refused():
+    ((_line, _col, msg),) = problems("a: &a [1, *a]\n")
+    assert "recursive YAML alias" in msg or "nesting" in msg
+
+
+def test_deep_nesting_is_refused():
+    ((line, _col, msg),) = problems("a: " + "[" * 70 + "]" * 70 + "\n")
+    assert msg == "YAML nesting deeper than 64 levels" and line == 1
+
+
+def test_absurd_nesting_is_refused_without_recursion_error():
+    ((line, _col, msg),) = problems("a: " + "[" * 20000 + "]" * 20000 + "\n")
+    assert "nesting" in msg and line == 1
+
+
+def test_huge_integer_literal_is_refused():
+    ((line, col, msg),) = problems("filters: " + "9" * 5000 + "\n")
+    assert (line, col, msg) == (1, 10, "integer with 5000 digits is too long")
+
+
+def test_control_character_in_text():
+    ((line, col, msg),) = problems("a: 1\nb: x\x07y\n")
+    assert (line, col) == (2, 5) and "U+0007" in msg
+
+
+def test_nul_in_text():
+    ((line, col, msg),) = problems("\x00\x01\x02")
+    assert (line, col) == (1, 1) and "U+0000" in msg
+
+
+# ---------------------------------------------------------------- files that cannot be read
+
+
+def read_error(path) -> str:
+    with pytest.raises(SpecError) as info:
+        yaml_io.read_text(path)
+    return str(info.value)
+
+
+def test_missing_file(tmp_path):
+    assert read_error(tmp_path / "nope.yaml") == f"{tmp_path / 'nope.yaml'}: spec file not found"
+
+
+def test_directory(tmp_path):
+    assert read_error(tmp_path) == f"{tmp_path}: is a directory, expected a spec file (.yaml)"
+
+
+def test_not_utf8_points_at_the_byte(tmp_path):
+    p = tmp_path / "latin1.yaml"
+    p.write_bytes("name: ok\ndescription: caf\xe9\n".encode("latin-1"))
+    assert read_error(p) == (f"{p}:2:17: not UTF-8 text (byte 0xe9 at offset 25); save the spec as UTF-8")
+
+
+def test_utf16_is_not_utf8(tmp_path):
+    p = tmp_path / "utf16.yaml"
+    p.write_bytes("cnnspec: 1\n".encode("utf-16"))
+    assert read_error(p) == f"{p}: UTF-16 text (it starts with a UTF-16 byte-order mark); save the spec as UTF-8"
+
+
+@pytest.mark.parametrize("content", [b"", b"   \n\n", b"\xef\xbb\xbf\n"])
+def test_empty(tmp_path, content):
+    p = tmp_path / "empty.yaml"
+    p.write_bytes(content)
+    assert read_error(p) == f"{p}: spec file is empty"
+
+
+def test_binary(tmp_path):
+    p = tmp_path / "weights.npy"
+    p.write_bytes(b"\x93NUMPY\x01\x00v\x00{'descr': '<f8'}" + bytes(64))
+    assert read_error(p) == (f"{p}: binary data (a zero byte at offset 7), expected a YAML text file; "
+                             "is this the right file?")
+
+
+def test_too_big(tmp_path, monkeypatch):
+    p = tmp_path / "big.yaml"
+    p.write_text("a: 1\n" * 100)
+    monkeypatch.setattr(yaml_io, "MAX_BYTES", 100)
+    assert read_error(p) == f"{p}: spec file is 500 bytes; the limit is 100 bytes"
+
+
+def test_unusable_paths():
+    assert "cannot read spec file" in read_error("x" * 5000) or "not found" in read_error("x" * 5000)
+    assert "cannot read spec file" in read_error("a\x00b") or "not found" in read_error("a\x00b")
+
+
+def test_bom_is_accepted(tmp_path):
+    p = tmp_path / "bom.yaml"
+    p.write_bytes(b"\xef\xbb\xbfa: 1\n")
+    assert yaml_io.load(p).data == {"a": 1}
+
+
+def test_unreadable_file(tmp_path):
+    import os
+    p = tmp_path / "secret.yaml"
+    p.write_text("a: 1\n")
+    p.chmod(0)
+    try:
+        if os.access(p, os.R_OK):
+            pytest.skip("running as a user who can read anything")
+        assert read_error(p) == f"{p}: cannot read spec file: Permission denied"
+    finally:
+        p.chmod(0o644)
+
+
+def test_control_characters_in_messages_are_escaped():
+    text = Problem("unknown key 'a\x1b[2Jb'", 1, 1).render("s.yaml", ["x: 1"])
+    assert "\x1b" not in text and "a\\x1b[2Jb" in text
+
+
+def test_aliases_cannot_stack_nesting_beyond_the_limit():
+    deep = "[" * 40 + "1" + "]" * 40
+    text = f"a: &a {deep}\nb: {'[' * 30}*a{']' * 30}\n"
+    ((line, col, msg),) = problems(text)
+    assert (line, col, msg) == (2, 33, "YAML nesting deeper than 64 levels (through an alias)")
+    chained = "a0: &a0 " + deep + "\n" + "".join(
+        f"a{i}: &a{i} {'[' * 40}*a{i - 1}{']' * 40}\n" for i in range(1, 40))
+    assert "nesting deeper" in problems(chained)[0][2]
