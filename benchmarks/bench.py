@@ -42,9 +42,11 @@ def _current_rss_mib() -> float:
 
 
 def worker(runtime: str, spec_name: str, batch: int, task: str, dtype: str, repeats: int) -> dict:
+    import cnnspec  # before NumPy, so its OpenBLAS setting applies (see cnnspec/__init__.py)
     import numpy as np
-
-    import cnnspec
+    if runtime == "cnnspec":
+        from cnnspec.memory import keep_freed_memory
+        keep_freed_memory()  # as the `cnnspec` CLI does (cnnspec/cli/__init__.py)
     model = cnnspec.compile(ROOT / "specs" / f"{spec_name}.yaml", dtype=dtype)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, *model.spec.input.shape)).astype(dtype)

@@ -7,6 +7,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import os as _os
+
+# OpenBLAS's idle worker threads busy-wait ~2**28 cycles after every matmul, taking the core that
+# cnnspec's own threads (cnnspec/ops/parallel.py) need for the passes between matmuls. 2**4 cycles
+# lets them sleep at once. Takes effect if NumPy is not imported yet; a value the user set wins.
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
 from .errors import CnnspecError, DataError, ShapeError, SpecError
 from .graph import load_spec, loads_spec
 

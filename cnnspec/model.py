@@ -212,8 +212,10 @@ class Model:
         self._dloss = dpred
         return float(value)
 
-    def backward(self, dout=None) -> dict[str, np.ndarray]:
-        """Gradients of the last loss (or of sum(out * dout)) w.r.t. every parameter; also sets input_grad."""
+    def backward(self, dout=None, input_grad: bool = True) -> dict[str, np.ndarray]:
+        """Gradients of the last loss (or of sum(out * dout)) w.r.t. every parameter.
+
+        input_grad: also compute d(loss)/d(input) into `model.input_grad` (training skips it)."""
         if self._tape is None:
             raise DataError("call forward() before backward()")
         if dout is None:
@@ -228,14 +230,19 @@ class Model:
             g = douts.pop(node.name, None)
             if g is None:  # not upstream of the output: no gradient flows here
                 continue
-            dxs, dparams = OPS[node.type].backward(node.attrs, g, cache)
+            op = OPS[node.type]
+            if op.skips_dx and not input_grad and all(src == INPUT_NAME for src in node.inputs):
+                dxs, dparams = op.backward(node.attrs, g, cache, need_dx=False)
+            else:
+                dxs, dparams = op.backward(node.attrs, g, cache)
             for k, v in dparams.items():
                 key = f"{node.name}.{k}"
                 assert v.shape == grads[key].shape, f"{key}: grad {v.shape} vs param {grads[key].shape}"
                 grads[key] = v
             for src, dx in zip(node.inputs, dxs):
-                douts[src] = douts[src] + dx if src in douts else dx
-        dx = douts.get(INPUT_NAME)
+                if dx is not None:
+                    douts[src] = douts[src] + dx if src in douts else dx
+        dx = douts.get(INPUT_NAME) if input_grad else None
         self.input_grad = self._to_declared(dx) if dx is not None else None
         self.grads = grads
         return grads
@@ -253,7 +260,7 @@ class Model:
     def train_step(self, x, target) -> float:
         """forward(train=True), loss, backward, step; returns the loss before the update."""
         value = self.loss(self.forward(x, train=True), target)
-        self.backward()
+        self.backward(input_grad=False)
         self.step()
         return value
 

@@ -424,7 +424,7 @@ def test_dropout_scale_matches_torch(rate):
 
 
 def test_keep_freed_memory_is_safe_to_call():
-    from cnnspec.ops.memory import keep_freed_memory
+    from cnnspec.memory import keep_freed_memory
     assert keep_freed_memory() in (True, False)
     out = OPS["relu"].forward({}, [np.ones((300, 300))], {}, {}, True, None)[0]  # allocations still work
     assert out.sum() == 90000.0

@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help(sys.stderr)
         return 2
+    from ..memory import keep_freed_memory
+    keep_freed_memory()  # the CLI owns its process: let large arrays be reused between steps
     try:
         return int(args.func(args) or 0)
     except CnnspecError as exc:

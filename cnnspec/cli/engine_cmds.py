@@ -155,7 +155,7 @@ def run_train(args: argparse.Namespace) -> int:
                     print(f"loss became {loss} at epoch {epoch}, batch {b + 1}: training diverged; "
                           "try a smaller optimizer.lr", file=sys.stderr)
                     return 1
-                model.backward()
+                model.backward(input_grad=False)
                 model.step()
                 total += loss * len(idx)
                 acc = _accuracy(model, out, yb)

@@ -3,19 +3,23 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import parallel
 from .op import Op
 
 
 def _relu_forward(attrs, xs, params, buffers, train, rng):
     """x: any shape -> max(x, 0) (NaN propagates, as in PyTorch)."""
     (x,) = xs
-    out = np.maximum(x, 0)
+    out = np.empty_like(x)
+    parallel.run(lambda ns: np.maximum(x[ns], 0, out=out[ns]), x.shape[0], x.size)
     return out, out, {}
 
 
 def _relu_backward(attrs, dout, out):
     # Gradient 0 at x == 0, like PyTorch's threshold_backward.
-    return [dout * (out > 0)], {}
+    dx = np.empty_like(dout)
+    parallel.run(lambda ns: np.multiply(dout[ns], out[ns] > 0, out=dx[ns]), dout.shape[0], dout.size)
+    return [dx], {}
 
 
 def _leaky_relu_forward(attrs, xs, params, buffers, train, rng):

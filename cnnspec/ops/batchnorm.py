@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import parallel
 from .op import Op
 
 
@@ -37,24 +38,39 @@ def forward(attrs, xs, params, buffers, train, rng):
     w = np.ones(C, x.dtype) if w is None else w
     b = np.zeros(C, x.dtype) if b is None else b
 
+    nd = x.ndim
+    out = np.empty_like(x)
     if not train:
         invstd = 1.0 / np.sqrt(buffers["running_var"] + eps)
         scale = w * invstd
         shift = b - buffers["running_mean"] * scale
-        out = x * _per_channel(scale, x.ndim)
-        out += _per_channel(shift, x.ndim)
+
+        def affine(cs):
+            np.multiply(x[:, cs], _per_channel(scale[cs], nd), out=out[:, cs])
+            out[:, cs] += _per_channel(shift[cs], nd)
+
+        parallel.run(affine, C, x.size)
         return out, ("eval", x, buffers["running_mean"], invstd, w, params.get("weight") is not None), {}
 
     m = x.size // C
     if m < 2:
         raise ValueError(f"batchnorm in training needs more than 1 value per channel, got input shape {x.shape}")
-    mean = x.mean(axis=axes)
-    xc = x - _per_channel(mean, x.ndim)
-    var = _channel_dot(xc, xc) / m  # biased: what normalises
+    # Every channel is independent, so each thread normalises a slice of channels from start to end.
+    xc = np.empty_like(x)
+    mean = np.empty(C, x.dtype)
+    var = np.empty(C, x.dtype)
+
+    def normalise(cs):
+        xs, xcs = x[:, cs], xc[:, cs]
+        mean[cs] = xs.mean(axis=axes)
+        np.subtract(xs, _per_channel(mean[cs], nd), out=xcs)
+        var[cs] = _channel_dot(xcs, xcs) / m  # biased: what normalises
+        # out = (xc * invstd) * w + b folded into one per-channel scale: xhat is never materialised.
+        np.multiply(xcs, _per_channel(w[cs] / np.sqrt(var[cs] + eps), nd), out=out[:, cs])
+        out[:, cs] += _per_channel(b[cs], nd)
+
+    parallel.run(normalise, C, x.size)
     invstd = 1.0 / np.sqrt(var + eps)
-    # out = (xc * invstd) * w + b folded into one per-channel scale: xhat is never materialised.
-    out = xc * _per_channel(w * invstd, x.ndim)
-    out += _per_channel(b, x.ndim)
 
     momentum = attrs.get("momentum", 0.1)
     tracked = buffers.get("num_batches_tracked", np.array(0, dtype=np.int64))
@@ -83,13 +99,22 @@ def backward(attrs, dout, cache):
         return [dx], dparams
     _, xc, invstd, w, affine = cache
     m = dout.size // dout.shape[1]
-    dw = _channel_dot(dout, xc) * invstd  # sum(dout * xhat)
-    # The batch statistics depend on every x: dx = w*invstd * (dout - mean(dout) - xhat*mean(dout*xhat)),
-    # with xhat = xc*invstd, evaluated as ((xc*k + mean(dout)) subtracted from dout) * w*invstd.
-    dx = xc * _per_channel(invstd * dw / m, nd)
-    dx += _per_channel(db / m, nd)
-    np.subtract(dout, dx, out=dx)
-    dx *= _per_channel(w * invstd, nd)
+    C = dout.shape[1]
+    dw = np.empty(C, dout.dtype)
+    dx = np.empty_like(dout)
+
+    def grad(cs):
+        g, xcs, dxs = dout[:, cs], xc[:, cs], dx[:, cs]
+        inv = invstd[cs]
+        dw[cs] = _channel_dot(g, xcs) * inv  # sum(dout * xhat)
+        # The batch statistics depend on every x: dx = w*invstd * (dout - mean(dout) - xhat*mean(dout*xhat)),
+        # with xhat = xc*invstd, evaluated as ((xc*k + mean(dout)) subtracted from dout) * w*invstd.
+        np.multiply(xcs, _per_channel(inv * dw[cs] / m, nd), out=dxs)
+        dxs += _per_channel(db[cs] / m, nd)
+        np.subtract(g, dxs, out=dxs)
+        dxs *= _per_channel(w[cs] * inv, nd)
+
+    parallel.run(grad, C, dout.size)
     dparams = {"weight": dw, "bias": db} if affine else {}
     return [dx], dparams
 

@@ -15,13 +15,13 @@ def forward(attrs, xs, params, buffers, train, rng):
     return out, (x, w, b is not None), {}
 
 
-def backward(attrs, dout, cache):
-    """dout: (N, units) -> dx (N, F_in); dweight (units, F_in), dbias (units,)."""
+def backward(attrs, dout, cache, need_dx=True):
+    """dout: (N, units) -> dx (N, F_in) (None when need_dx is False); dweight (units, F_in), dbias (units,)."""
     x, w, has_bias = cache
     dparams = {"weight": dout.T @ x}
     if has_bias:
         dparams["bias"] = dout.sum(axis=0)
-    return [dout @ w], dparams
+    return [dout @ w if need_dx else None], dparams
 
 
-dense = Op("dense", forward, backward)
+dense = Op("dense", forward, backward, skips_dx=True)

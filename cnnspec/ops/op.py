@@ -2,6 +2,7 @@
 
 forward(attrs, xs, params, buffers, train, rng) -> (out, cache, buffer_updates)
 backward(attrs, dout, cache) -> (dxs, dparams)
+backward(attrs, dout, cache, need_dx=False) -> ([None], dparams)    only ops with skips_dx=True
 
 `attrs` are the schema's resolved attributes; `params` and `buffers` use local names ("weight", "bias",
 "running_mean", ...) and are never mutated: an op that changes state (batchnorm) returns the new arrays in
@@ -29,6 +30,8 @@ class Op:
     forward: Forward
     backward: Backward
     n_inputs: int | None = 1  # None: two or more (add, concat)
+    skips_dx: bool = False    # backward accepts need_dx=False and then returns [None] for dx (saves work
+                              # for a first layer when no input gradient is wanted, as in training)
 
     def __repr__(self) -> str:
         return f"Op({self.name!r})"

@@ -11,6 +11,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..shapes import window_out
+from . import parallel
 from .op import Op
 from .windows import offset_slices, pad_constant
 
@@ -52,19 +53,22 @@ def _gather_windows(xp, kernel, stride, dilation, out_hw) -> np.ndarray:
     return np.ascontiguousarray(view).reshape(kh * kw, N, C, oh, ow)
 
 
-def _max_and_argmax(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """windows: (K, ...) -> max over K and the index of the FIRST maximum, as PyTorch's CPU kernel.
+def _index_dtype(kernel) -> type:
+    return np.uint8 if kernel[0] * kernel[1] <= 256 else np.int32
+
+
+def _max_and_argmax(windows: np.ndarray, out: np.ndarray, argmax: np.ndarray) -> None:
+    """windows: (K, ...) -> out = max over K, argmax = index of the FIRST maximum, as PyTorch's CPU kernel.
 
     Branch-free: offset k wins where it is strictly greater than the best so far (ties keep the
     earlier one), and since k grows, the winning index is a running maximum of k*won. A NaN wins and
     then stays (PyTorch: `val > max || isnan(val)`), so NaN propagates with its index.
     """
-    out = windows[0].copy()
-    index_dtype = np.uint8 if len(windows) <= 256 else np.int32
-    argmax = np.zeros(out.shape, dtype=index_dtype)
+    np.copyto(out, windows[0])
+    argmax[...] = 0
     for k in range(1, len(windows)):
         won = windows[k] > out
-        np.maximum(argmax, np.multiply(won, k, dtype=index_dtype), out=argmax)
+        np.maximum(argmax, np.multiply(won, k, dtype=argmax.dtype), out=argmax)
         np.maximum(out, windows[k], out=out)  # equals the winner where won; NaN-propagating
     if np.isnan(out).any():  # rare: redo the index with PyTorch's NaN rule
         argmax[...] = 0
@@ -73,47 +77,69 @@ def _max_and_argmax(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             won = (windows[k] > best) | np.isnan(windows[k])
             np.copyto(argmax, k, where=won)
             np.copyto(best, windows[k], where=won)
+
+
+def _maxpool_argmax(attrs, x: np.ndarray, out: np.ndarray | None = None):
+    """x: (N, C, H, W) -> (out, argmax), batch slices on separate threads."""
+    kernel, stride, _, dilation, out_hw, reach = _geometry(attrs, x.shape[2:])
+    shape = x.shape[:2] + out_hw
+    out = np.empty(shape, x.dtype) if out is None else out
+    argmax = np.empty(shape, _index_dtype(kernel))
+
+    def pool(ns):
+        windows = _gather_windows(pad_constant(x[ns], reach, -np.inf), kernel, stride, dilation, out_hw)
+        _max_and_argmax(windows, out[ns], argmax[ns])
+
+    parallel.run(pool, x.shape[0], x.size)
     return out, argmax
 
 
 def _maxpool_forward(attrs, xs, params, buffers, train, rng):
     """x: (N, C, H, W) -> out: (N, C, OH, OW); padding counts as -inf."""
     (x,) = xs
-    kernel, stride, _, dilation, out_hw, reach = _geometry(attrs, x.shape[2:])
-    xp = pad_constant(x, reach, -np.inf)
-    windows = _gather_windows(xp, kernel, stride, dilation, out_hw)
     if not train:
-        return windows.max(axis=0), ("eval", x), {}  # backward (rare in eval) recomputes the argmax
-    out, argmax = _max_and_argmax(windows)
-    return out, ("train", argmax, x.shape, xp.shape), {}
+        kernel, stride, _, dilation, out_hw, reach = _geometry(attrs, x.shape[2:])
+        out = np.empty(x.shape[:2] + out_hw, x.dtype)
+
+        def pool(ns):
+            windows = _gather_windows(pad_constant(x[ns], reach, -np.inf), kernel, stride, dilation, out_hw)
+            windows.max(axis=0, out=out[ns])
+
+        parallel.run(pool, x.shape[0], x.size)
+        return out, ("eval", x), {}  # backward (rare in eval) recomputes the argmax
+    out, argmax = _maxpool_argmax(attrs, x)
+    return out, ("train", argmax, x.shape), {}
 
 
 def _maxpool_backward(attrs, dout, cache):
     """dout: (N, C, OH, OW) -> dx: (N, C, H, W); each window's gradient goes to its first maximum."""
     if cache[0] == "eval":
         x = cache[1]
-        kernel, stride, _, dilation, out_hw, reach = _geometry(attrs, x.shape[2:])
-        xp = pad_constant(x, reach, -np.inf)
-        argmax = _max_and_argmax(_gather_windows(xp, kernel, stride, dilation, out_hw))[1]
-        x_shape, xp_shape = x.shape, xp.shape
+        argmax, x_shape = _maxpool_argmax(attrs, x)[1], x.shape
     else:
-        _, argmax, x_shape, xp_shape = cache
-        kernel, stride, _, dilation, out_hw, reach = _geometry(attrs, x_shape[2:])
+        _, argmax, x_shape = cache
+    kernel, stride, _, dilation, out_hw, reach = _geometry(attrs, x_shape[2:])
     H, W = x_shape[2:]
+    xp_shape = x_shape[:2] + (reach[0] + H + reach[2], reach[1] + W + reach[3])
     # Windows that do not overlap write each element at most once: write instead of accumulate.
     # (dout * mask rather than a masked copy: a random mask makes masked copies branchy and slow.)
     span = (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
     disjoint = span[0] <= stride[0] and span[1] <= stride[1]
     dxp = np.zeros(xp_shape, dtype=dout.dtype)
-    k = 0
-    for i in range(kernel[0]):
-        for j in range(kernel[1]):
-            target = dxp[offset_slices(i, j, out_hw, stride, dilation)]
-            if disjoint:
-                np.multiply(dout, argmax == k, out=target)
-            else:
-                target += dout * (argmax == k)
-            k += 1
+
+    def scatter(ns):
+        g, a, d = dout[ns], argmax[ns], dxp[ns]
+        k = 0
+        for i in range(kernel[0]):
+            for j in range(kernel[1]):
+                target = d[offset_slices(i, j, out_hw, stride, dilation)]
+                if disjoint:
+                    np.multiply(g, a == k, out=target)
+                else:
+                    target += g * (a == k)
+                k += 1
+
+    parallel.run(scatter, x_shape[0], dxp.size)
     if xp_shape == x_shape:
         return [dxp], {}
     return [np.ascontiguousarray(dxp[:, :, reach[0]:reach[0] + H, reach[1]:reach[1] + W])], {}
