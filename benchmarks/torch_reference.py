@@ -53,8 +53,6 @@ def torch_forward(graph, x, params, buffers, train):
             y = torch.cat(xs, dim=1)
         else:
             raise NotImplementedError(t)
-        if y.requires_grad:
-            y.retain_grad()
         acts[node.name] = y
     out = acts[graph.output]
     return (out.permute(0, 2, 3, 1) if graph.layout == "HWC" and out.ndim == 4 else out), acts
