@@ -65,7 +65,7 @@ class _ScalarProblem(Exception):
 
 def _scalar(node: yaml.ScalarNode) -> Any:
     value = node.value
-    if node.style is not None:  # quoted or block scalar: always a string
+    if node.style:  # quoted or block scalar: always a string (plain is None in PyYAML, "" in libyaml)
         return value
     if value in ("", "~", "null", "Null", "NULL"):
         return None
@@ -144,15 +144,35 @@ def _expanded_sizes(root, problems: list[Problem]) -> bool:
     return True
 
 
+_FAILED = object()
+
+
+def _compose_fast(text: str):
+    """Compose with libyaml when PyYAML has it (about 15x faster; same nodes and positions), or _FAILED
+    when it is missing or the text has any problem, which the pure-Python composer then reports."""
+    cloader = getattr(yaml, "CSafeLoader", None)
+    if cloader is None:
+        return _FAILED
+    loader = cloader(text)
+    try:
+        return loader.get_single_node()
+    except (yaml.YAMLError, RecursionError, ValueError):
+        return _FAILED
+    finally:
+        loader.dispose()
+
+
 def loads(text: str, filename: str = "<string>") -> Document:
     """Parse YAML text into plain dict/list/scalars with positions; raise SpecError on any YAML problem."""
     problems: list[Problem] = []
     values: dict = {}
     keys: dict = {}
+    root = _compose_fast(text)
     loader = None
     try:
-        loader = yaml.SafeLoader(text)
-        root = loader.get_single_node()
+        if root is _FAILED:  # parse again in Python for its precise, tested error messages
+            loader = yaml.SafeLoader(text)
+            root = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         context = exc.context

@@ -66,7 +66,7 @@ def register(sub) -> None:
         "assignment", help="check an assignment; write a template, a solution or a Gradescope autograder",
         description="Work with assignment files: validate them (with every reference answer computed), write a "
         "student's template (questions and that student's data, no answers), write the solution (a submission "
-        "that scores 100%%), or build a Gradescope autograder zip.",
+        "that scores 100%), or build a Gradescope autograder zip.",
         epilog=ASSIGNMENT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     asub = a.add_subparsers(title="subcommands", metavar="SUBCOMMAND")
 
