@@ -7,7 +7,8 @@ No NumPy here. `validate(document)` turns pydantic's errors into file:line:col p
 from __future__ import annotations
 
 import difflib
-from typing import Annotated, Any, Literal, Union
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 from pydantic import (
     AfterValidator,
@@ -287,7 +288,8 @@ _BOUNDS = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"), "les
 _WEIGHT_VALUE = "a number, nested lists of numbers, or a path to a .npy file"
 
 
-def _describe(value: Any) -> str:
+def describe_value(value: Any) -> str:
+    """'3' (string), [1, 2] (list): a value as a message quotes it."""
     kind = _PY_TYPES.get(type(value), type(value).__name__)
     if isinstance(value, (list, dict)) and len(value) > 20:
         return f"a {kind} of {len(value)} items"
@@ -297,9 +299,23 @@ def _describe(value: Any) -> str:
     return f"{text} ({kind})"
 
 
-def _suggest(word: str, choices) -> str:
+def did_you_mean(word: str, choices) -> str:
+    """"; did you mean 'kernel'?" for the closest choice, or ""."""
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """What a YAML format calls its parts, so specs and assignments share one error translation."""
+
+    root: str                                        # the file as a whole: "spec", "assignment"
+    where: Callable[[tuple, Any], str]               # how a message names the place at a path
+    model_for: Callable[[tuple, Any], Optional[type[BaseModel]]]  # the model whose keys live at a path
+    # list key -> (classes by tag, tag key, what a tag is called, plural for the list of valid ones)
+    tagged: dict[str, tuple[dict[str, type], str, str, str]] = field(default_factory=dict)
+    union_fields: dict[str, Optional[str]] = field(default_factory=dict)  # field -> "expected ..." text
+    field_names: frozenset[str] = frozenset()        # real keys (a union member label is not one)
 
 
 def _fmt_path(parts) -> str:
@@ -312,7 +328,7 @@ def _fmt_path(parts) -> str:
 def _where(path: tuple, data: Any) -> str:
     """'layer 2 ('conv1', conv2d)' or 'input.shape' - how messages name a place."""
     if len(path) >= 2 and path[0] == "layers" and isinstance(path[1], int):
-        layer = _lookup(data, path[:2])
+        layer = lookup(data, path[:2])
         who = f"layer {path[1] + 1}"
         if isinstance(layer, dict):
             bits = [repr(layer["name"])] if isinstance(layer.get("name"), str) else []
@@ -341,105 +357,109 @@ def _model_for(path: tuple, data: Any) -> type[BaseModel] | None:
     return None
 
 
-def _normalize_loc(loc: list, data: Any) -> tuple[tuple, bool]:
+def _normalize_loc(loc: list, data: Any, vocabulary: Vocabulary) -> tuple[tuple, bool]:
     """pydantic's error location -> the path in the user's data, and whether it went through a union."""
     # Tagged union: ('layers', 0, 'conv2d', 'kernel') -> ('layers', 0, 'kernel').
-    if len(loc) >= 3 and loc[0] == "layers" and isinstance(loc[1], int) and loc[2] in LAYER_CLASSES:
+    if len(loc) >= 3 and loc[0] in vocabulary.tagged and isinstance(loc[1], int) \
+            and loc[2] in vocabulary.tagged[loc[0]][0]:
         del loc[2]
     # weights: ('weights', 'dict[str,...]', 'fc.weight', 'float') -> ('weights', 'fc.weight').
-    if loc and loc[0] == "weights" and len(loc) >= 2:
+    if loc and loc[0] == "weights" and "weights" in vocabulary.union_fields and len(loc) >= 2:
         if isinstance(loc[1], str) and loc[1].startswith("dict[") and len(loc) >= 3:
             return ("weights", loc[2]), True
         if isinstance(data, dict) and isinstance(data.get("weights"), dict):
             return None, True  # a mapping: its entries' own errors say what is wrong
         return ("weights",), True
     # Union members: ('kernel', 'list[int]', 1) -> ('kernel',), reported once.
-    field_names = _field_names()
     for i, part in enumerate(loc):
-        if isinstance(part, str) and part in _UNION_FIELDS and i + 1 < len(loc) and isinstance(loc[i + 1], str) \
-                and loc[i + 1] not in field_names:
+        if isinstance(part, str) and part in vocabulary.union_fields and i + 1 < len(loc) \
+                and isinstance(loc[i + 1], str) and loc[i + 1] not in vocabulary.field_names:
             return tuple(loc[: i + 1]), True
     return tuple(loc), False
 
 
-def problems_from_validation(exc: ValidationError, doc: Document, root: type[BaseModel] = Spec,
-                             model_for=None) -> list[Problem]:
-    """Turn pydantic's error list into one positioned, readable problem per mistake."""
-    model_for = model_for or _model_for
+def problems_from_validation(exc: ValidationError, doc: Document, vocabulary: Optional[Vocabulary] = None,
+                             prefix: tuple = ()) -> list[Problem]:
+    """Turn pydantic's error list into one positioned, readable problem per mistake.
+
+    vocabulary: how the format names its parts (default: specs). prefix: where in `doc` the validated
+    mapping sits, when it is nested (an assignment's data entry)."""
+    vocabulary = vocabulary or SPEC_VOCABULARY
+    where_of, model_for = vocabulary.where, vocabulary.model_for
     data = doc.data
     found: list[tuple[Problem, tuple, str, str | None]] = []  # problem, path, kind, suggested key
     seen: set[tuple] = set()
     for err in exc.errors(include_url=False):
-        path, collapsed = _normalize_loc(list(err["loc"]), data)
+        path, collapsed = _normalize_loc(list(prefix) + list(err["loc"]), data, vocabulary)
         if path is None:
             continue
         kind = err["type"]
         ctx = err.get("ctx") or {}
         value = err.get("input")
-        where = _where(path, data)
+        where = where_of(path, data)
         key = False
         suggested = None
         if collapsed and kind not in ("value_error", "assertion_error"):
             if path in seen:
                 continue
-            actual = _lookup(data, path)
+            actual = lookup(data, path)
             if path[0] == "weights" and len(path) == 2:
-                msg = f"{where} must be {_WEIGHT_VALUE}, got {_describe(actual)}"
+                msg = f"{where} must be {_WEIGHT_VALUE}, got {describe_value(actual)}"
             else:
                 want = _UNION_FIELDS.get(path[-1]) or "a valid value"
-                if path[-1] == "padding" and _lookup(data, path[:-1] + ("type",)) != "conv2d":
+                if path[-1] == "padding" and lookup(data, path[:-1] + ("type",)) != "conv2d":
                     want = "an integer or [height, width] ('same' and 'valid' are for conv2d)"
-                msg = f"{where}: expected {want}, got {_describe(actual)}"
+                msg = f"{where}: expected {want}, got {describe_value(actual)}"
         elif kind == "extra_forbidden":
-            field = path[-1]
+            unknown = path[-1]
             model = model_for(path[:-1], data)
             valid = sorted(model.model_fields) if model else []
-            owner = "spec" if len(path) == 1 else _where(path[:-1], data)
-            hint = _suggest(field, valid)
+            owner = vocabulary.root if len(path) == 1 else where_of(path[:-1], data)
+            hint = did_you_mean(unknown, valid)
             suggested = hint.split("'")[1] if hint else None
-            msg = f"unknown key '{field}' in {owner}{hint}"
+            msg = f"unknown key '{unknown}' in {owner}{hint}"
             if valid:
                 msg += f" (valid keys: {', '.join(valid)})"
             key = True
         elif kind == "missing":
-            msg = f"{_where(path[:-1], data) if len(path) > 1 else 'spec'}: missing required key '{path[-1]}'"
+            msg = f"{where_of(path[:-1], data) if len(path) > 1 else vocabulary.root}: missing required key '{path[-1]}'"
         elif kind in ("union_tag_invalid", "union_tag_not_found"):
-            choices = ", ".join(LAYER_TYPES)
+            classes, tag_key, noun, plural = vocabulary.tagged[path[0]]
+            choices = ", ".join(classes)
             if kind == "union_tag_not_found":
-                msg = f"{where}: missing required key 'type' (one of: {choices})"
-                path = path + ("type",)
+                msg = f"{where}: missing required key '{tag_key}' (one of: {choices})"
             else:
                 tag = ctx.get("tag")
-                msg = f"{where}: unknown layer type '{tag}'{_suggest(tag, LAYER_TYPES)} (valid types: {choices})"
-                path = path + ("type",)
+                msg = f"{where}: unknown {noun} '{tag}'{did_you_mean(tag, classes)} (valid {plural}: {choices})"
+            path = path + (tag_key,)
         elif kind == "literal_error":
             choices = _literal_choices(ctx.get("expected", ""))
             if len(choices) == 1:
-                msg = f"{where}: must be {ctx.get('expected', '')}, got {_describe(value)}"
+                msg = f"{where}: must be {ctx.get('expected', '')}, got {describe_value(value)}"
             else:
-                msg = f"{where}: must be one of {', '.join(choices)}; got {_describe(value)}"
+                msg = f"{where}: must be one of {', '.join(choices)}; got {describe_value(value)}"
             if isinstance(value, str) and value in choices:
                 msg += " (write it without quotes)"
             elif not any(isinstance(value, str) and str(c) == value for c in choices):
-                msg += _suggest(value, choices)
+                msg += did_you_mean(value, choices)
         elif kind in ("value_error", "assertion_error"):
             text = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
             msg = f"{where}: {text}"
         elif kind == "string_pattern_mismatch":
             rule = _PATTERNS.get(ctx.get("pattern"), f"match {ctx.get('pattern')}")
-            msg = f"{where}: must be {rule}; got {_describe(value)}"
+            msg = f"{where}: must be {rule}; got {describe_value(value)}"
         elif kind in ("too_short", "too_long"):
             n = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
             item = "item" if n == 1 else "items"
             msg = (f"{where}: must have {'at least' if kind == 'too_short' else 'at most'} {n} {item}, "
-                   f"got {ctx.get('actual_length')}: {_describe(value)}")
+                   f"got {ctx.get('actual_length')}: {describe_value(value)}")
         elif kind in _BOUNDS:
             bound_key, op = _BOUNDS[kind]
-            msg = f"{where}: must be {op} {ctx.get(bound_key)}, got {_describe(value)}"
+            msg = f"{where}: must be {op} {ctx.get(bound_key)}, got {describe_value(value)}"
         elif kind == "finite_number":
-            msg = f"{where}: must be a finite number, got {_describe(value)}"
+            msg = f"{where}: must be a finite number, got {describe_value(value)}"
         elif kind in _TYPE_WORDS:
-            msg = f"{where}: expected {_TYPE_WORDS[kind]}, got {_describe(value)}"
+            msg = f"{where}: expected {_TYPE_WORDS[kind]}, got {describe_value(value)}"
             if isinstance(value, str) and value.lower() in ("yes", "no", "on", "off", "y", "n"):
                 msg += " (cnnspec reads YAML 1.2: yes/no/on/off are text; write true or false)"
             elif kind in ("float_type", "int_type") and isinstance(value, str) and _looks_numeric(value):
@@ -448,7 +468,7 @@ def problems_from_validation(exc: ValidationError, doc: Document, root: type[Bas
                 msg += f" (write {int(value)})"
         else:
             text = err["msg"]
-            msg = f"{where}: {text[:1].lower() + text[1:]}, got {_describe(value)}"
+            msg = f"{where}: {text[:1].lower() + text[1:]}, got {describe_value(value)}"
         seen.add(path)
         found.append((doc.problem(msg, path, key=key), path, kind, suggested))
 
@@ -474,11 +494,15 @@ def _field_names() -> set[str]:
     return names - set(_UNION_FIELDS)
 
 
+SPEC_VOCABULARY = Vocabulary("spec", _where, _model_for, {"layers": (LAYER_CLASSES, "type", "layer type", "types")},
+                             _UNION_FIELDS, frozenset(_field_names()))
+
+
 def _literal_choices(expected: str) -> list[str]:
     return [c.strip().strip("'") for c in expected.replace(" or ", ",").split(",") if c.strip()]
 
 
-def _lookup(data: Any, path: tuple) -> Any:
+def lookup(data: Any, path: tuple) -> Any:
     for part in path:
         try:
             data = data[part]
@@ -494,7 +518,7 @@ def validate(doc: Document) -> Spec:
                                      "with keys cnnspec, name, input, layers, ...")])
     if not isinstance(doc.data, dict):
         raise doc.error([doc.problem(f"a spec is a mapping with keys cnnspec, name, input, layers, ...; "
-                                     f"got {_describe(doc.data)}")])
+                                     f"got {describe_value(doc.data)}")])
     try:
         spec = Spec.model_validate(doc.data)
     except ValidationError as exc:

@@ -51,6 +51,17 @@ class Document:
             path = path[:-1]
             key = False
 
+    def sub(self, prefix: PathKey) -> "Document":
+        """The part of this document under `prefix` as a Document of its own, whose positions still point
+        into this file (an inline spec inside an assignment)."""
+        n = len(prefix)
+        data = self.data
+        for part in prefix:
+            data = data[part]
+        return Document(data, self.filename, self.source,
+                        {k[n:]: v for k, v in self._values.items() if k[:n] == tuple(prefix)},
+                        {k[n:]: v for k, v in self._keys.items() if k[:n] == tuple(prefix) and len(k) > n})
+
     def problem(self, message: str, path: PathKey = (), key: bool = False) -> Problem:
         pos = self.position(path, key)
         return Problem(message, *(pos if pos else (None, None)))

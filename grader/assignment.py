@@ -6,7 +6,6 @@ docs/grading.md for the format. No NumPy engine work happens here; reference.py 
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 import cnnspec
 from cnnspec import arrays, yaml_io
 from cnnspec.errors import CnnspecError, DataError, Problem, SpecError
-from cnnspec.schema import INPUT_NAME
+from cnnspec.schema import INPUT_NAME, Vocabulary, describe_value, did_you_mean, lookup
+from cnnspec.schema import problems_from_validation as schema_problems
 
 FORMAT_VERSION = 1
 ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]*$"
@@ -211,35 +211,10 @@ class AssignmentFile(_Model):
 
 # ---------------------------------------------------------------------------- pydantic errors -> problems
 
-_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping",
-          type(None): "null"}
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    if len(text) > 40:
-        text = text[:37] + "..."
-    return f"{text} ({_TYPES.get(type(value), type(value).__name__)})"
-
-
-def _suggest(word: Any, choices) -> str:
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def _lookup(data: Any, path: tuple) -> Any:
-    for part in path:
-        try:
-            data = data[part]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return data
-
-
 def _where(path: tuple, data: Any) -> str:
     """How messages name a place: "question 3 ('q_loss', loss): rtol" or "grading.rtol"."""
     if len(path) >= 2 and path[0] == "questions" and isinstance(path[1], int):
-        q = _lookup(data, path[:2])
+        q = lookup(data, path[:2])
         bits = [repr(q["id"])] if isinstance(q, dict) and isinstance(q.get("id"), str) else []
         if isinstance(q, dict) and isinstance(q.get("kind"), str):
             bits.append(q["kind"])
@@ -260,66 +235,20 @@ def _model_for(path: tuple, data: Any):
     if path == ("model",) or (len(path) == 2 and path[0] == "models"):
         return ModelRef
     if len(path) == 2 and path[0] == "questions":
-        kind = _lookup(data, path + ("kind",))
+        kind = lookup(data, path + ("kind",))
         return QUESTION_CLASSES.get(kind) if isinstance(kind, str) else None
     if len(path) == 2 and path[0] == "data":
         return DataEntry
     return None
 
 
+VOCABULARY = Vocabulary("assignment", _where, _model_for,
+                        {"questions": (QUESTION_CLASSES, "kind", "question kind", "kinds")})
+
+
 def problems_from_validation(exc: ValidationError, doc: yaml_io.Document, prefix: tuple = ()) -> list[Problem]:
-    """pydantic's errors -> one positioned, readable problem each (with "did you mean" for unknown keys)."""
-    data = doc.data
-    problems: list[Problem] = []
-    seen: set = set()
-    for err in exc.errors(include_url=False):
-        loc = list(prefix) + list(err["loc"])
-        # The tagged union on `kind` adds the tag: ('questions', 0, 'loss', 'rtol') -> ('questions', 0, 'rtol').
-        if len(loc) >= 3 and loc[0] == "questions" and isinstance(loc[1], int) and loc[2] in QUESTION_CLASSES:
-            del loc[2]
-        # Plain unions add the member type: ('questions', 0, 'depends_on', 'list[str]') -> cut there.
-        for i, part in enumerate(loc):
-            if isinstance(part, str) and ("[" in part or part in ("str", "int", "float", "bool")):
-                loc = loc[:i]
-                break
-        path = tuple(loc)
-        kind, value, key = err["type"], err.get("input"), False
-        where = _where(path, data)
-        if kind == "extra_forbidden":
-            model = _model_for(path[:-1], data)
-            valid = sorted(model.model_fields) if model else []
-            owner = _where(path[:-1], data)
-            msg = f"unknown key '{path[-1]}' in {owner}{_suggest(path[-1], valid)}"
-            if valid:
-                msg += f" (valid keys: {', '.join(valid)})"
-            key = True
-        elif kind == "missing":
-            msg = f"{_where(path[:-1], data)}: missing required key '{path[-1]}'"
-            path = path[:-1]
-        elif kind == "union_tag_not_found":
-            msg = f"{where}: missing required key 'kind' (one of: {', '.join(KINDS)})"
-        elif kind == "union_tag_invalid":
-            tag = err.get("ctx", {}).get("tag")
-            msg = f"{where}: unknown question kind '{tag}'{_suggest(tag, KINDS)} (valid kinds: {', '.join(KINDS)})"
-            path = path + ("kind",)
-        elif kind == "literal_error":
-            expected = err.get("ctx", {}).get("expected", "")
-            choices = [c.strip().strip("'") for c in expected.replace(" or ", ",").split(",") if c.strip()]
-            msg = f"{where}: must be {expected}, got {_describe(value)}{_suggest(value, choices)}"
-        elif kind in ("value_error", "assertion_error"):
-            msg = f"{where}: {err['msg'].removeprefix('Value error, ').removeprefix('Assertion failed, ')}"
-        elif kind in ("model_type", "model_attributes_type", "dict_type"):
-            msg = f"{where}: expected a mapping of keys to values, got {_describe(value)}"
-        else:
-            text = err["msg"].replace("Input should be", "expected").replace("input should be", "expected")
-            msg = f"{where}: {text[0].lower() + text[1:]}, got {_describe(_lookup(data, path))}"
-            if isinstance(value, str) and kind in ("float_type", "int_type", "float_parsing", "int_parsing"):
-                msg += " (write numbers without quotes, e.g. 1.0e-3)"
-        if (path, msg) in seen:
-            continue
-        seen.add((path, msg))
-        problems.append(doc.problem(msg, path, key=key))
-    return problems
+    """pydantic's errors -> positioned problems, worded as for specs (cnnspec.schema), in assignment terms."""
+    return schema_problems(exc, doc, VOCABULARY, prefix)
 
 
 # ---------------------------------------------------------------------------- loaded assignment
@@ -447,7 +376,7 @@ def inline_array(value: Any, label: str) -> np.ndarray:
         if isinstance(v, list):
             stack.extend(v)
         elif bad_leaf(v):
-            raise DataError(f"{label}: expected numbers, got {_describe(v)}")
+            raise DataError(f"{label}: expected numbers, got {describe_value(v)}")
     try:
         a = np.array(value)
     except ValueError:
@@ -469,7 +398,7 @@ def loads_assignment(text: str, filename: str = "<string>") -> Assignment:
     doc = yaml_io.loads(text, filename)
     if not isinstance(doc.data, dict):
         raise doc.error([doc.problem("an assignment is a mapping with keys cnnspec_assignment, name, model(s), "
-                                     f"data, questions; got {_describe(doc.data)}")])
+                                     f"data, questions; got {describe_value(doc.data)}")])
     if "cnnspec" in doc.data and "cnnspec_assignment" not in doc.data:
         raise doc.error([doc.problem("this looks like a model spec (it has 'cnnspec:'); an assignment starts with "
                                      "'cnnspec_assignment: 1' and names its model under 'model: {spec: ...}'",
@@ -516,17 +445,17 @@ class _Loader:
             for key in ("input", "target"):
                 dname = getattr(ref, key)
                 if dname is not None and dname not in entries:
-                    self.problem(f"{key}: unknown data '{dname}'{_suggest(dname, entries)} "
+                    self.problem(f"{key}: unknown data '{dname}'{did_you_mean(dname, entries)} "
                                  f"(data: {', '.join(entries) or 'none'})", where + (key,))
             for pname, dname in ref.weights.items():
                 if dname not in entries:
-                    self.problem(f"weights: unknown data '{dname}'{_suggest(dname, entries)}",
+                    self.problem(f"weights: unknown data '{dname}'{did_you_mean(dname, entries)}",
                                  where + ("weights", pname))
                 if name in specs:
                     model_params = self.param_names(specs[name], buffers=True)
                     if pname not in model_params:
                         self.problem(f"weights: model '{name}' has no parameter '{pname}'"
-                                     f"{_suggest(pname, model_params)} (parameters: {', '.join(model_params)})",
+                                     f"{did_you_mean(pname, model_params)} (parameters: {', '.join(model_params)})",
                                      where + ("weights", pname), key=True)
             if name in specs and ref.input is not None and ref.input in entries:
                 self.check_input_shape(specs[name], entries[ref.input], fixed.get(ref.input), where + ("input",))
@@ -551,7 +480,7 @@ class _Loader:
                 return None
         if isinstance(value, dict):
             # Validate the inline spec with positions in this assignment file.
-            sub = _subdocument(self.doc, where)
+            sub = self.doc.sub(where)
             from cnnspec.graph import build_graph
             from cnnspec.schema import validate
             try:
@@ -561,7 +490,7 @@ class _Loader:
             except SpecError as exc:
                 self.problems.extend(exc.problems)
                 return None
-        self.problem(f"spec: expected a path to a spec file or an inline spec mapping, got {_describe(value)}",
+        self.problem(f"spec: expected a path to a spec file or an inline spec mapping, got {describe_value(value)}",
                      where)
         return None
 
@@ -643,7 +572,7 @@ class _Loader:
             else:
                 mname = q.model
                 if mname not in refs:
-                    self.problem(f"unknown model '{mname}'{_suggest(mname, refs)} (models: {', '.join(refs)})",
+                    self.problem(f"unknown model '{mname}'{did_you_mean(mname, refs)} (models: {', '.join(refs)})",
                                  where + ("model",))
                     continue
             model_of[q.id] = mname
@@ -657,7 +586,7 @@ class _Loader:
                 if dep == q.id:
                     self.problem(f"question '{q.id}' cannot depend on itself", ("questions", i, "depends_on", j))
                 elif dep not in ids:
-                    self.problem(f"depends_on: unknown question '{dep}'{_suggest(dep, ids)}",
+                    self.problem(f"depends_on: unknown question '{dep}'{did_you_mean(dep, ids)}",
                                  ("questions", i, "depends_on", j))
         return model_of
 
@@ -666,7 +595,7 @@ class _Loader:
         nodes = graph.nodes
         layer = getattr(q, "layer", None)
         if layer is not None and layer not in nodes:
-            self.problem(f"model '{mname}' has no layer '{layer}'{_suggest(layer, nodes)} (layers: "
+            self.problem(f"model '{mname}' has no layer '{layer}'{did_you_mean(layer, nodes)} (layers: "
                          f"{', '.join(nodes)})", where + ("layer",))
             return
         if q.kind == "kernel_shape" and nodes[layer].type != "conv2d":
@@ -680,7 +609,7 @@ class _Loader:
             if q.kind == "gradient":
                 names = names + [INPUT_NAME]
             if param not in names:
-                self.problem(f"model '{mname}' has no parameter '{param}'{_suggest(param, names)} (parameters: "
+                self.problem(f"model '{mname}' has no parameter '{param}'{did_you_mean(param, names)} (parameters: "
                              f"{', '.join(names) or 'none'})", where + ("param",))
         if q.kind in NEEDS_INPUT and ref.input is None:
             self.problem(f"{q.kind} needs data: give model '{mname}' an 'input:' (a data name)", where + ("kind",))
@@ -792,14 +721,6 @@ def _infer_upstream(q, qs, model_of, spec) -> list[str]:
     if q.kind == "param_after_steps" and q.steps == 1:
         return find("gradient", param=q.param)
     return []
-
-
-def _subdocument(doc: yaml_io.Document, prefix: tuple) -> yaml_io.Document:
-    """The part of `doc` under `prefix`, as its own Document whose positions still point into `doc`'s file."""
-    n = len(prefix)
-    values = {k[n:]: v for k, v in doc._values.items() if k[:n] == prefix}
-    keys = {k[n:]: v for k, v in doc._keys.items() if k[:n] == prefix and len(k) > n}
-    return yaml_io.Document(_lookup(doc.data, prefix), doc.filename, doc.source, values, keys)
 
 
 __all__ = ["Assignment", "AssignmentFile", "Variant", "load_assignment", "loads_assignment", "KINDS",

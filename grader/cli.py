@@ -184,7 +184,7 @@ def run_grade(args: argparse.Namespace) -> int:
         print(f"graded {len(results)} submission(s): {len(results) - len(bad) - len(failed)} passed every "
               f"question, {len(failed)} did not, {len(bad)} unreadable", file=sys.stderr)
     for r in bad:
-        print(f"{r.submission}: {r.error}", file=sys.stderr)
+        print(r.error if r.error.startswith(str(r.submission)) else f"{r.submission}: {r.error}", file=sys.stderr)
     if bad:
         return 2
     return 1 if failed else 0

@@ -19,7 +19,9 @@ from cnnspec.errors import CnnspecError, DataError
 from cnnspec.schema import INPUT_NAME
 
 from . import compare as cmp
-from .assignment import FLOAT_KINDS, Assignment, _suggest, normalize_student_id
+from cnnspec.schema import did_you_mean
+
+from .assignment import FLOAT_KINDS, Assignment, normalize_student_id
 from .diagnose import Context, diagnose, rounding_mistake
 from .reference import Reference, bn_axes
 from .report import CarriedForward, Diagnosis, QuestionResult, SubmissionResult, to_json
@@ -127,7 +129,7 @@ class Grader:
         ids = [q.id for q in a.questions]
         for key in sub.answers:
             if key not in results:
-                warnings.append(f"answer for unknown question '{key}' ignored{_suggest(key, ids)}")
+                warnings.append(f"answer for unknown question '{key}' ignored{did_you_mean(key, ids)}")
         qs = [results[q.id] for q in a.questions]
         score = round(sum(r.score for r in qs), 9)
         return SubmissionResult(

@@ -165,7 +165,7 @@ BAD_ASSIGNMENTS = [
     ("poinst: 2", "unknown key 'poinst' in question 1 ('a', output_shape); did you mean 'points'?"),
     ("kind: output_shap", "unknown question kind 'output_shap'; did you mean 'output_shape'?"),
     ("layer: conv2", "model 'model' has no layer 'conv2'; did you mean 'conv1'?"),
-    ("visibility: secret", "must be 'visible', 'hidden' or 'after_due_date'"),
+    ("visibility: secret", "visibility: must be one of visible, hidden, after_due_date; got 'secret' (string)"),
 ]
 
 

@@ -430,10 +430,12 @@ def test_problems_from_validation_accepts_other_roots():
     doc = yaml_io.loads("title: hw1\npoints: 0\nextra: 1\n", "a.yaml")
     with pytest.raises(ValidationError) as info:
         Assignment.model_validate(doc.data)
-    found = schema.problems_from_validation(info.value, doc, Assignment, lambda path, data: Assignment)
+    vocabulary = schema.Vocabulary("assignment", lambda path, data: ".".join(map(str, path)),
+                                   lambda path, data: Assignment)
+    found = schema.problems_from_validation(info.value, doc, vocabulary)
     assert [(p.line, p.col, p.message) for p in found] == [
         (2, 9, "points: must be >= 1, got 0 (integer)"),
-        (3, 1, "unknown key 'extra' in spec (valid keys: points, title)")]
+        (3, 1, "unknown key 'extra' in assignment (valid keys: points, title)")]
 
 
 # ---------------------------------------------------------------- robustness: mangled specs never crash
