@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .model import Model, compile as compile_model
-from .ops.gradcheck_util import rel_error
+from .ops.gradcheck_util import evaluate_around, rel_error
 
 
 @dataclass
@@ -85,12 +85,7 @@ def gradcheck(spec_or_model, x=None, target=None, *, batch: int = 2, seed: int =
         for i in rng.permutation(flat.size):
             if len(picked) == max_elements or kinks > 4 * max_elements:
                 break
-            old = flat[i]
-            flat[i] = old + eps
-            plus = run()
-            flat[i] = old - eps
-            minus = run()
-            flat[i] = old
+            plus, minus = evaluate_around(run, flat, i, eps)
             # One-sided slopes that disagree mean f is not smooth within +-eps of this point (a ReLU input
             # at 0 or a max-pool tie): central differences are meaningless there, so check another element.
             right, left = (plus - f0) / eps, (f0 - minus) / eps

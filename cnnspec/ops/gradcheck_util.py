@@ -17,14 +17,22 @@ def numeric_grad(f: Callable[[], float], x: np.ndarray, eps: float = 1e-6) -> np
     assert np.shares_memory(flat_x, x), "numeric_grad needs a contiguous array to perturb in place"
     flat_g = grad.reshape(-1)
     for i in range(flat_x.size):
-        old = flat_x[i]
+        f_plus, f_minus = evaluate_around(f, flat_x, i, eps)
+        flat_g[i] = (f_plus - f_minus) / (2 * eps)
+    return grad
+
+
+def evaluate_around(f: Callable[[], float], flat_x: np.ndarray, i: int, eps: float) -> tuple[float, float]:
+    """(f() with flat_x[i] + eps, f() with flat_x[i] - eps); flat_x[i] is restored afterwards."""
+    old = flat_x[i]
+    try:
         flat_x[i] = old + eps
         f_plus = f()
         flat_x[i] = old - eps
         f_minus = f()
+    finally:
         flat_x[i] = old
-        flat_g[i] = (f_plus - f_minus) / (2 * eps)
-    return grad
+    return f_plus, f_minus
 
 
 def rel_error(a: np.ndarray, b: np.ndarray) -> float:
