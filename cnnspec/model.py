@@ -6,6 +6,7 @@ batch first; internally everything is NCHW and the boundary transposes.
 """
 from __future__ import annotations
 
+import copy
 import difflib
 from math import prod
 from pathlib import Path
@@ -68,7 +69,8 @@ class Model:
     def set_weights(self, values: dict[str, np.ndarray], source: str = "weights", strict: bool = False) -> None:
         """Replace parameters/buffers by state_dict name; errors name the key and both shapes.
 
-        strict: every parameter and buffer must be present (a full checkpoint)."""
+        strict: a full checkpoint: every parameter and running statistic must be present
+        (num_batches_tracked may be missing, as in older PyTorch checkpoints)."""
         known = {**self.params, **self.buffers}
         problems = []
         for name, value in values.items():
@@ -88,7 +90,7 @@ class Model:
             if a.dtype.kind == "f" and not np.isfinite(a).all():
                 problems.append(f"{source}: '{name}' contains NaN or Inf")
         if strict:
-            missing = [k for k in self.params if k not in values]
+            missing = [k for k in known if k not in values and not k.endswith(".num_batches_tracked")]
             if missing:
                 problems.append(f"{source}: missing {', '.join(missing)}")
         if problems:
@@ -98,6 +100,8 @@ class Model:
             target[name] = np.array(value, dtype=target[name].dtype)  # a copy the model owns
 
     def _apply_spec_weights(self) -> None:
+        """The spec's `weights:`. Names, shapes and inline values were checked when the spec was loaded
+        (graph.py); what can still fail here is reading the .npy/.npz files they name."""
         spec, doc = self.spec, self.spec.document
         base = Path(spec.source_path).parent if spec.source_path else Path(".")
         problems: list[Problem] = []
@@ -111,27 +115,12 @@ class Model:
             except DataError as exc:
                 bad(str(exc), ("weights",))
         else:
-            values = {}
             for name, value in spec.weights.items():
-                path = ("weights", name)
                 try:
-                    if isinstance(value, str):
-                        a = arrays.load_npy(base / value, "weights")
-                    else:
-                        a = np.array(value)
-                        if a.dtype == object or a.dtype.kind not in "fiu":
-                            raise DataError("inline weights must be a number or nested lists of numbers with "
-                                            "equal lengths (a rectangular array)")
-                    values[name] = a
+                    array = arrays.load_npy(base / value, "weights") if isinstance(value, str) else np.array(value)
+                    self.set_weights({name: array}, source="weights")
                 except DataError as exc:
-                    bad(f"weights '{name}': {exc}", path)
-                except ValueError:
-                    bad(f"weights '{name}': nested lists have unequal lengths; an array must be rectangular", path)
-            for name, a in values.items():
-                try:
-                    self.set_weights({name: a}, source="weights")
-                except DataError as exc:
-                    bad(str(exc), ("weights", name))
+                    bad(f"weights '{name}': {exc}", ("weights", name))
         if problems:
             raise SpecError(problems, doc.filename if doc else "<spec>", doc.source if doc else None)
 
@@ -152,6 +141,7 @@ class Model:
         other.buffers = {k: (v if v.dtype.kind == "i" else v.astype(other.dtype)) for k, v in self.buffers.items()}
         other.velocity = {k: v.astype(other.dtype) for k, v in self.velocity.items()}
         other.activations, other._tape, other._dloss, other.grads = {}, None, None, {}
+        other._rng = copy.deepcopy(self._rng)  # the same dropout stream, advancing independently
         return other
 
     # ------------------------------------------------------------------ forward / loss / backward / step

@@ -184,6 +184,17 @@ def test_load_mismatch_names_key_and_both_shapes(tmp_path):
     np.savez(tmp_path / "w3.npz", **{"c1.weight": np.zeros((6, 1, 5, 5))})
     with pytest.raises(DataError, match="missing"):
         model.load(tmp_path / "w3.npz")                       # a checkpoint must be complete
+    state = model.state_dict()
+    del state["c1.bias"]
+    np.savez(tmp_path / "w4.npz", **state)
+    with pytest.raises(DataError, match="missing c1.bias"):
+        model.load(tmp_path / "w4.npz")
+    bn = cnnspec.compile(SPECS / "resnet_basic_block.yaml")
+    state = bn.state_dict()
+    del state["bn1.running_var"], state["bn1.num_batches_tracked"]
+    np.savez(tmp_path / "w5.npz", **state)
+    with pytest.raises(DataError, match=r"missing bn1\.running_var$"):   # statistics are part of a checkpoint,
+        bn.load(tmp_path / "w5.npz")                                    # num_batches_tracked may be absent
     model.load(tmp_path / "w3.npz", strict=False)              # unless asked otherwise
     assert not model.params["c1.weight"].any()
 
