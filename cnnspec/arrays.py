@@ -101,8 +101,10 @@ def _temp_sibling(path: Path) -> str:
 
 
 def write_files(files: dict) -> None:
-    """Write {path: bytes or str} all or nothing: each goes to a temporary sibling and is renamed into
-    place only when every one was written, so no reader ever sees a partial file."""
+    """Write {path: bytes or str}: each goes to a temporary sibling and is renamed into place only when
+    every one was written, so no reader ever sees a partial file and a failed write changes nothing.
+    Each rename is atomic; the renames together are not (an interrupt between them leaves the first
+    file new and the others as they were)."""
     temps: dict[Path, str] = {}
     try:
         for path, data in files.items():

@@ -45,6 +45,9 @@ TEXT_INLINE_VALUES = 16  # the textual form shows tensors up to this many values
 MAX_PROTO_BYTES = 2**31 - 2**20  # protobuf's 2 GiB message limit, with room for the graph itself
 
 _ELEM_TYPE = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE}
+# Ops of an export that onnxruntime's CPU provider implements for float32 only (NOT_IMPLEMENTED for double,
+# onnxruntime 1.32, every opset 13-25): a float64 file using one of them does not load in onnxruntime.
+ORT_NO_FLOAT64_OPS = ("Conv", "AveragePool", "GlobalAveragePool", "LeakyRelu", "PRelu")
 _PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 # Opset needed by a feature, and why.
 _NEEDS = {
@@ -391,6 +394,14 @@ def export_onnx(model, path, opset: int = DEFAULT_OPSET, text: bool = False, *,
         files[tpath] = to_text(m, path.name).encode("utf-8")
     write_files(files)
     return m
+
+
+def ort_float64_missing(m: onnx.ModelProto) -> list[str]:
+    """The ops of a float64 model that onnxruntime's CPU provider cannot run in float64 (empty: it can)."""
+    if not any(i.type.tensor_type.elem_type == TensorProto.DOUBLE for i in m.graph.input):
+        return []
+    used = {n.op_type for n in m.graph.node if n.domain in ("", "ai.onnx")}
+    return [op for op in ORT_NO_FLOAT64_OPS if op in used]
 
 
 def summary(m: onnx.ModelProto) -> dict:

@@ -194,3 +194,68 @@ def test_terminal_output_is_pretty_and_colours_respect_no_color(monkeypatch, sma
     assert ("\x1b[" in out) is (not no_color)
     rows = [l for l in out.splitlines() if "onnxruntime" in l and "float32" in l and "ok" in l]
     assert rows and all(l.startswith(" ") for l in rows)  # the layer name is shown once per group
+
+
+@pytest.mark.parametrize("layers,output,blocked", [
+    ("[{name: p, type: avgpool, kernel: 2}, {name: f, type: flatten}]", None, "AveragePool"),
+    ("[{name: g, type: global_avgpool}, {name: f, type: flatten}, {name: a, type: leaky_relu}]", None,
+     "GlobalAveragePool, PRelu"),  # slope 0.01 exports as PRelu in float64
+    ("[{name: a, type: leaky_relu, slope: 0.5}]", None, "LeakyRelu"),
+    ("[{name: r, type: relu}, {name: c, type: conv2d, filters: 2, kernel: 3}]", "r", None),  # conv not exported
+    ("[{name: m, type: maxpool, kernel: 2}, {name: f, type: flatten}, {name: d, type: dense, units: 2}]", None, None),
+])
+def test_float64_note_names_what_onnxruntime_cannot_run(tmp_path, capsys, layers, output, blocked):
+    """The note appears exactly when onnxruntime cannot load the float64 file, and names the ops."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"cnnspec: 1\nname: s\ninput: {{shape: [2, 6, 6]}}\nlayers: {layers}\n"
+                    + (f"output: {output}\n" if output else ""))
+    out_path = tmp_path / "m.onnx"
+    code, out, err = run(capsys, "compile", spec, "-o", out_path)
+    assert code == 0, err
+    try:
+        ort.InferenceSession(str(out_path), providers=["CPUExecutionProvider"])
+        loads = True
+    except Exception as exc:  # NOT_IMPLEMENTED
+        assert "NOT_IMPLEMENTED" in str(exc)
+        loads = False
+    assert loads is (blocked is None)
+    if blocked:
+        assert f"no float64 {blocked}, so it cannot run this file" in err and "--dtype float32" in err
+    else:
+        assert "cannot run this file" not in err
+
+
+def test_verify_does_not_claim_skipped_layers_agree(tmp_path, capsys, small):
+    """A file from another exporter (other tensor names): only the output is compared, and the summary says so."""
+    path = tmp_path / "m.onnx"
+    assert run(capsys, "compile", small, "-o", path)[0] == 0
+    m = onnx.load(str(path))
+    rename = {o: "x_" + o for n in m.graph.node for o in n.output if o != "fc"}
+    for n in m.graph.node:
+        n.output[:] = [rename.get(o, o) for o in n.output]
+        n.input[:] = [rename.get(i, i) for i in n.input]
+    for vi in m.graph.value_info:
+        vi.name = rename.get(vi.name, vi.name)
+    onnx.save(m, str(path))
+    code, out, err = run(capsys, "verify", small, "--onnx", path)
+    assert code == 0, err
+    assert "all 6 layers agree" not in out
+    assert out.splitlines()[-1] == ("ok: 1 compared layer agrees with the engine; 5 not compared (no tensor of that "
+                                    "name in the model): conv1, bn1, relu1, pool1, flat")
+    conv_rows = [line for line in out.splitlines() if line.startswith("conv1")]
+    assert conv_rows and all(line.endswith("skipped: no tensor of this name in the model") for line in conv_rows)
+    assert not any(" ok (skipped" in line for line in out.splitlines())
+
+
+def test_output_over_the_spec_or_weights_is_refused(tmp_path, capsys, small):
+    before = Path(small).read_text()
+    code, out, err = run(capsys, "compile", small, "-o", small)
+    assert code == 2 and "is the spec this command reads" in err
+    assert Path(small).read_text() == before
+    weights = tmp_path / "w.npz"
+    np.savez(weights, **{"fc.weight": np.zeros((3, 64))})
+    data = weights.read_bytes()
+    code, out, err = run(capsys, "compile", small, "-o", weights, "--weights", weights)
+    assert code == 2 and "is the weights file this command reads" in err
+    assert weights.read_bytes() == data
+    assert files(tmp_path) == ["small.yaml", "w.npz"]

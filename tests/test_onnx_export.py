@@ -469,3 +469,36 @@ def test_cast_model_to_float32_runs_in_onnxruntime():
     m32 = cast_model(to_onnx(model), np.float32)
     onnx.checker.check_model(m32, full_check=True)
     assert {t.data_type for t in m32.graph.initializer} <= {onnx.TensorProto.FLOAT, onnx.TensorProto.INT64}
+
+
+@pytest.mark.parametrize("case", ["hwc_concat_gap_softmax", "features_bn_dropout_softmax", "output_mid_hwc"])
+def test_combinations_at_batch_1_and_7(case):
+    """Option combinations the single-layer cases do not reach, through both runtimes at two batch sizes
+    (the batch dimension is really dynamic), at the lowest and the default opset."""
+    kw = {}
+    if case == "hwc_concat_gap_softmax":
+        layers = [{"name": "a", "type": "conv2d", "filters": 3, "kernel": 3, "padding": 1, "groups": 3,
+                   "padding_mode": "replicate"},
+                  {"name": "b", "type": "conv2d", "filters": 2, "kernel": 1, "inputs": ["input"]},
+                  {"name": "cat", "type": "concat", "inputs": ["a", "b", "input"]},
+                  {"name": "gap", "type": "global_avgpool"}, {"name": "sm", "type": "softmax"}]
+        kw = {"shape": (6, 7, 3), "layout": "HWC"}
+    elif case == "features_bn_dropout_softmax":
+        layers = [{"name": "bn", "type": "batchnorm", "momentum": 0.5}, {"name": "d", "type": "dropout"},
+                  {"name": "fc", "type": "dense", "units": 3}, {"name": "sm", "type": "softmax"}]
+        kw = {"shape": (5,)}
+    else:  # the output in the middle, a branch before it and layers after it that are not exported
+        layers = [{"name": "a", "type": "conv2d", "filters": 3, "kernel": 3},
+                  {"name": "side", "type": "relu", "inputs": ["input"]},
+                  {"name": "p", "type": "avgpool", "kernel": 3, "stride": 2, "padding": 1, "ceil_mode": True,
+                   "count_include_pad": False, "inputs": ["a"]},
+                  {"name": "later", "type": "flatten"}]
+        kw = {"shape": (8, 9, 3), "layout": "HWC", "output": "p"}
+    for dtype in ("float64", "float32"):
+        model = build(layers, dtype=dtype, **kw)
+        for opset in (MIN_OPSET, DEFAULT_OPSET):
+            for batch in (1, 7):
+                m = check(model, opset=opset, batch=batch)
+    assert {n.name for n in m.graph.node} >= {n.name for n in live_layers(model.graph)}
+    if case == "output_mid_hwc":
+        assert not {"side", "later"} & {n.name for n in m.graph.node}

@@ -226,3 +226,19 @@ def test_compare_nan_and_inf_policy():
     assert not row.ok and "NaN" in row.note
     row = _compare(Node, "onnxruntime", "float32", np.array([[1.0, 2.0]]), np.array([[1.0, 2.0, 3.0]]), run, False)
     assert not row.ok and "shape" in row.note and row.max_abs is None
+
+
+def test_float64_file_checked_against_float32_engine(model, tmp_path):
+    """A float32 engine's values carry float32 rounding: a float64 file is compared at float32 tolerance (and a
+    note says so), not reported as diverging by 1e-7; a real error is still caught."""
+    path = tmp_path / "m64.onnx"
+    export_onnx(model, path)
+    m32 = model.astype(np.float32)
+    result = verify_onnx(m32, path)
+    assert result.ok, result.failure
+    assert [(r.runtime, r.dtype) for r in result.runs] == [("onnx.reference", "float64"), ("onnxruntime", "float32")]
+    assert all((r.rtol, r.atol) == TOLERANCES["float32"] for r in result.runs)
+    assert any("compared at float32 tolerance" in n for n in result.notes)
+    bad = verify_onnx(m32, _corrupt_initializer(to_onnx(model), "conv2.weight", 0.05))
+    assert not bad.ok and bad.first_divergence == "conv2"
+    assert verify_onnx(model, path).notes == []  # float64 engine: float64 tolerance, no note

@@ -85,9 +85,10 @@ def _model_args(p) -> None:
 
 
 def run_compile(args: argparse.Namespace) -> int:
-    from ..onnx_export import DEFAULT_OPSET, check_opset, export_onnx, summary, text_path
+    from ..onnx_export import DEFAULT_OPSET, check_opset, export_onnx, ort_float64_missing, summary, text_path
 
     opset = check_opset(DEFAULT_OPSET if args.opset is None else args.opset)
+    _not_an_input(args, [Path(args.output)] + ([text_path(args.output)] if args.text else []))
     model, notes = _build(args)
     meta = {"cnnspec.weights_file": Path(args.weights).name} if args.weights else None
     m = export_onnx(model, args.output, opset=opset, text=args.text, metadata=meta)
@@ -97,10 +98,10 @@ def run_compile(args: argparse.Namespace) -> int:
             "ir_version": info["ir_version"], "dtype": model.dtype.name, "nodes": info["nodes"],
             "parameters": info["parameters"], "buffers": info["buffers"], "bytes": out.stat().st_size,
             "verify": None, "ok": True}
-    has_conv = any(n.type == "conv2d" for n in model.graph.nodes.values())
-    if model.dtype.name == "float64" and has_conv:
-        notes.append("onnxruntime's CPU provider has no float64 Conv, so it cannot run this file; onnx's reference "
-                     "evaluator and Netron can. For a file onnxruntime runs, add --dtype float32.")
+    missing = ort_float64_missing(m)  # the exported nodes only: layers after `output:` are not in the file
+    if missing:
+        notes.append(f"onnxruntime's CPU provider has no float64 {', '.join(missing)}, so it cannot run this file; "
+                     "onnx's reference evaluator and Netron can. For a file onnxruntime runs, add --dtype float32.")
     result = None
     if args.verify:
         from ..onnx_verify import verify_onnx
@@ -140,6 +141,15 @@ def run_verify(args: argparse.Namespace) -> int:
     else:
         print(render_verify(result, pretty=_tty(), color=_color()))
     return 0 if result.ok else 1
+
+
+def _not_an_input(args, outputs) -> None:
+    """Refuse to write over the spec or the weights being read (`-o model.yaml` would replace the spec)."""
+    for out in outputs:
+        for what, src in (("spec", args.spec), ("weights file", args.weights)):
+            if src and out.exists() and Path(src).exists() and out.resolve() == Path(src).resolve():
+                raise DataError(f"{out}: is the {what} this command reads; writing the model there would "
+                                "replace it (give an .onnx path)")
 
 
 def _build(args):
@@ -194,6 +204,11 @@ def _num(v) -> str:
     return "0" if v == 0 else f"{v:.2e}"
 
 
+def _skipped(row) -> bool:
+    """A row that compared nothing (the model has no tensor for that layer)."""
+    return row.ok and row.max_abs is None
+
+
 def render_verify(result, pretty: bool = False, color: bool = False) -> str:
     """The per-layer table. pretty: a terminal (rules, layer shown once per group); plain otherwise
     (every row complete, so grep and diff work). color: ok green, FAIL red (only when pretty)."""
@@ -212,9 +227,12 @@ def render_verify(result, pretty: bool = False, color: bool = False) -> str:
     rows = []
     last = None
     for r in result.layers:
-        status = "ok" if r.ok else "FAIL"
-        if r.note:
-            status += f" ({r.note})"
+        if _skipped(r):
+            status = r.note  # "skipped: ..." (not compared, so not "ok")
+        else:
+            status = "ok" if r.ok else "FAIL"
+            if r.note:
+                status += f" ({r.note})"
         first = r.layer != last or not pretty
         rows.append([r.layer if first else "", r.type if first else "", "[" + ", ".join(map(str, r.shape)) + "]"
                      if first else "", r.runtime, r.dtype, _num(r.max_abs), _num(r.max_rel), status])
@@ -231,13 +249,19 @@ def render_verify(result, pretty: bool = False, color: bool = False) -> str:
         text = fmt(row)
         if pretty and color:
             st = row[-1]
-            text = text[: len(text) - len(st)] + paint(st, "32" if st.startswith("ok") else "31;1")
+            code = "32" if st.startswith("ok") else "33" if st.startswith("skipped") else "31;1"
+            text = text[: len(text) - len(st)] + paint(st, code)
         lines.append(text)
     lines.append("")
-    compared = len({r.layer for r in result.layers})
+    skipped = [name for name in dict.fromkeys(r.layer for r in result.layers)
+               if all(_skipped(r) for r in result.layers if r.layer == name)]
+    compared = len({r.layer for r in result.layers}) - len(skipped)
     if result.ok:
-        lines.append(paint(f"ok: all {compared} layers agree with the engine", "32") if pretty else
-                     f"ok: all {compared} layers agree with the engine")
+        msg = f"ok: all {compared} layers agree with the engine"
+        if skipped:
+            msg = (f"ok: {compared} compared layer{'s agree' if compared != 1 else ' agrees'} with the engine; "
+                   f"{len(skipped)} not compared (no tensor of that name in the model): {', '.join(skipped)}")
+        lines.append(paint(msg, "32") if pretty else msg)
     else:
         msg = f"FAILED: {result.failure}"
         lines.append(paint(msg, "31;1") if pretty else msg)
