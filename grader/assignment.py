@@ -317,7 +317,7 @@ class Assignment:
     def variant_key(self, student_id: Optional[str]) -> str:
         if not self.has_variants:
             return "shared"
-        if not student_id:
+        if not student_id or not normalize_student_id(student_id):
             raise DataError(f"assignment '{self.name}' gives each student their own data: a student id is needed "
                             "(student_id: in the submission, or --student ID)")
         return "student:" + normalize_student_id(student_id)

@@ -92,6 +92,12 @@ def _integral(a: np.ndarray) -> Optional[np.ndarray]:
     return a.astype(np.int64)
 
 
+def _beyond_int64(a: np.ndarray) -> bool:
+    """Whole numbers too large for int64 (1e30): reported as given, never cast (a cast would wrap around)."""
+    with np.errstate(invalid="ignore"):
+        return a.dtype.kind == "f" and bool(np.any(np.isfinite(a) & (np.abs(a) >= 2.0**62)))
+
+
 def compare_shape(answer: np.ndarray, expected: list[int]) -> Comparison:
     """A shape: a list of whole numbers, equal element by element and in order."""
     a = np.asarray(answer)
@@ -100,6 +106,8 @@ def compare_shape(answer: np.ndarray, expected: list[int]) -> Comparison:
     if a.ndim != 1:
         return Comparison(False, 0.0, False, f"a shape is a flat list of sizes like {fmt_shape(expected)}, got "
                           f"nested lists of shape {fmt_shape(a.shape)}")
+    if _beyond_int64(a):
+        return Comparison(False, 0.0, False, f"expected {fmt_shape(expected)}, got {fmt_array(a)}")
     ints = _integral(a)
     if ints is None:
         return Comparison(False, 0.0, False, f"sizes are whole numbers; got {fmt_array(a)} (sizes use floor "
@@ -113,6 +121,8 @@ def compare_count(answer: np.ndarray, expected: int) -> Comparison:
     a = np.asarray(answer)
     if a.size != 1:
         return Comparison(False, 0.0, False, f"expected one number, got {fmt_array(a)}")
+    if _beyond_int64(a):
+        return Comparison(False, 0.0, False, f"expected {expected:,}, got {fmt(a.reshape(()).item())}")
     ints = _integral(a.reshape(()))
     if ints is None:
         return Comparison(False, 0.0, False, f"a count is a whole number, got {fmt(a.reshape(()).item())}")
@@ -128,7 +138,7 @@ def compare_labels(answer: np.ndarray, expected: np.ndarray) -> Comparison:
     if a is None:
         return Comparison(False, 0.0, False, f"expected {expected.size} class indices (shape "
                           f"{fmt_shape(expected.shape)}), got shape {fmt_shape(np.shape(answer))}")
-    ints = _integral(a)
+    ints = None if _beyond_int64(a) else _integral(a)
     if ints is None:
         return Comparison(False, 0.0, True, f"class indices are whole numbers (the argmax), got {fmt_array(a)}",
                           value=a)
@@ -185,7 +195,7 @@ def compare_float(answer: np.ndarray, expected, tol: Tolerance, nonfinite: str =
         err = np.where(np.isnan(err), np.inf, err)
     if a.size == 1:
         e0, a0 = float(e.reshape(())), float(a.reshape(()))
-        rel = f", {abs(a0 - e0) / abs(e0):.2%} relative" if e0 != 0 and np.isfinite(a0) else ""
+        rel = f", {abs(a0 - e0) / abs(e0):.2%} relative" if e0 != 0 and np.isfinite(a0) and np.isfinite(e0) else ""
         msg = f"expected {fmt(e0)}, got {fmt(a0)} (off by {fmt(abs(a0 - e0))}{rel}; tolerance {tol.text()})"
         return Comparison(False, 0.0, True, msg, details, notes, value=a)
     excess = err - (tol.atol + tol.rtol * np.abs(e))

@@ -113,6 +113,7 @@ class Grader:
     def grade(self, sub: Submission, student_id: Optional[str] = None) -> SubmissionResult:
         a = self.assignment
         warnings: list[str] = []
+        student_id = student_id if student_id and student_id.strip() else None
         sid = student_id or sub.student_id
         if student_id and sub.student_id and normalize_student_id(student_id) != normalize_student_id(sub.student_id):
             warnings.append(f"the submission says student_id '{sub.student_id}'; graded as '{student_id}' (given "
@@ -207,9 +208,9 @@ class Grader:
         except CnnspecError:
             diags = []
         r.diagnoses = [Diagnosis(code=d.code, message=d.message) for d in diags]
-        cf = self._carry_forward(q, ans.value, ref, states, tol)
+        credit = float(a.setting(q, "carry_forward"))
+        cf = self._carry_forward(q, ans.value, ref, states, tol) if credit > 0 else None  # 0 turns it off
         if cf is not None:
-            credit = float(a.setting(q, "carry_forward"))
             cf.credit = credit
             cf.message += f"; {credit:.0%} of the points"
             r.carried_forward = cf
@@ -217,7 +218,8 @@ class Grader:
                 score = q.points * credit
                 r.outcome = "carried_forward"
         r.score = round(score, 9)
-        r.status = "passed" if r.score >= q.points else "partial" if r.score > 0 else "failed"
+        # A wrong answer to a 0-point question has "full points" (0 of 0) but did not pass.
+        r.status = "passed" if r.score >= q.points > 0 else "partial" if r.score > 0 else "failed"
         return r
 
     def _compare(self, q, value: np.ndarray, expected, tol) -> cmp.Comparison:

@@ -130,11 +130,23 @@ def _withhold(q: QuestionResult) -> QuestionResult:
                           else "graded; the result is hidden")
 
 
+def _without_sources(q: QuestionResult, hidden: set[str]) -> QuestionResult:
+    """A shown question's carried-forward note must not say that a withheld answer was wrong (or show it)."""
+    cf = q.carried_forward
+    if cf is None or not hidden.intersection(cf.from_questions):
+        return q
+    cf = cf.model_copy(update={"from_questions": [u for u in cf.from_questions if u not in hidden],
+                               "message": f"error carried forward: right for your own earlier answers; "
+                                          f"{cf.credit:.0%} of the points"})
+    return q.model_copy(update={"carried_forward": cf})
+
+
 def for_student(result: SubmissionResult, now: Optional[datetime] = None) -> SubmissionResult:
     """The result as a student may see it: withheld questions keep only their id, text and points."""
     if result.audience == "student":
         return result
-    qs = [(_withhold(q) if withheld(q, result.due_date, now) else q) for q in result.questions]
+    hidden = {q.id for q in result.questions if withheld(q, result.due_date, now)}
+    qs = [(_withhold(q) if q.id in hidden else _without_sources(q, hidden)) for q in result.questions]
     shown = [q for q in qs if q.status != "withheld"]
     score = round(sum(q.score for q in shown), 9)
     max_score = float(sum(q.points for q in shown))
@@ -329,18 +341,23 @@ def render_gradescope(r: SubmissionResult, now: Optional[datetime] = None) -> st
     """Gradescope's results.json. Scores of every test (Gradescope hides tests by `visibility`); feedback
     text only for questions a student may see now - never an expected value of a withheld question."""
     tests = []
+    hidden = {q.id for q in r.questions if withheld(q, r.due_date, now)}
     for q in r.questions:
-        if withheld(q, r.due_date, now):
+        if q.id in hidden:
             output = "details are not shown for this question"
         elif r.error:
             output = f"not graded: {r.error}"
         else:
-            lines = _feedback_lines(q)
+            lines = _feedback_lines(_without_sources(q, hidden))
             output = "\n".join(lines) if lines else "correct"
         tests.append({"name": f"{q.id}: {q.text}", "number": str(q.number), "score": q.score,
                       "max_score": q.points, "status": "passed" if q.status == "passed" else "failed",
                       "output": output, "visibility": q.visibility, "tags": [q.kind]})
-    summary = f"{r.title}: {_score(r.score)} / {_score(r.max_score)} points"
+    shown = for_student(r, now)  # the summary is visible: its totals must not reveal withheld results
+    summary = f"{r.title}: {_score(shown.score)} / {_score(shown.max_score)} points"
+    if shown.withheld_points:
+        s = "" if shown.withheld_points == 1 else "s"
+        summary += f"; {_score(shown.withheld_points)} more point{s} in questions whose results are not shown yet"
     if r.error:
         summary = f"Could not grade the submission: {r.error}"
     if r.warnings:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -70,7 +71,10 @@ def load_submission(path) -> Submission:
     if not p.exists():
         raise DataError(f"{path}: submission file not found")
     if p.is_dir():
-        p = find_submission_file(p)
+        folder = p
+        p = find_submission_file(folder)
+        if not p.resolve().is_relative_to(folder.resolve()):  # a symlink out of an uploaded folder
+            raise DataError(f"{p}: points outside the submission folder {folder}; upload the answers file itself")
     suffix = p.suffix.lower()
     size = p.stat().st_size
     if suffix == ".npz":
@@ -92,6 +96,8 @@ def _read_json(p: Path) -> Any:
         text = p.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError:
         raise DataError(f"{p}: not UTF-8 text") from None
+    except OSError as exc:
+        raise DataError(f"{p}: cannot read the submission: {exc.strerror or exc}") from None
 
     def no_duplicates(pairs):
         out = {}
@@ -102,11 +108,17 @@ def _read_json(p: Path) -> Any:
         return out
 
     try:
-        return json.loads(text, object_pairs_hook=no_duplicates)
+        return json.loads(text, object_pairs_hook=no_duplicates, parse_int=_json_int)
     except json.JSONDecodeError as exc:
         raise DataError(f"{p}:{exc.lineno}:{exc.colno}: JSON syntax error: {exc.msg}") from None
     except RecursionError:
         raise DataError(f"{p}: nesting is too deep") from None
+
+
+def _json_int(text: str):
+    """Long integers are read as floats (1e400 is Inf), as JSON's own 1e400 is: that answer is wrong, not the
+    file unreadable (Python refuses int() on more than 4300 digits)."""
+    return int(text) if len(text.lstrip("-")) <= 19 else float(text)
 
 
 def _from_mapping(data: Any, p: Path, doc) -> Submission:
@@ -147,7 +159,12 @@ def _value(raw: Any, base: Path, ans: Answer) -> np.ndarray:
     if isinstance(raw, bool):
         raise DataError(f"expected a number, got {str(raw).lower()}")
     if isinstance(raw, (int, float)):
-        return np.array(raw, dtype=np.int64 if isinstance(raw, int) and abs(raw) < 2**62 else np.float64)
+        if isinstance(raw, int) and abs(raw) >= 2**62:
+            try:
+                return np.array(float(raw))
+            except OverflowError:
+                raise DataError(f"the number {_short(raw)} is too large") from None
+        return np.array(raw, dtype=np.int64 if isinstance(raw, int) else np.float64)
     if isinstance(raw, str):
         text = raw.strip()
         if text.lower().endswith(".npy"):
@@ -189,12 +206,19 @@ def _nested(raw: list) -> np.ndarray:
         is_int = is_int and isinstance(v, int)
     try:
         a = np.array(raw, dtype=np.float64)
-    except (ValueError, OverflowError):
+    except OverflowError:
+        raise DataError("a number is too large (beyond about 1.8e308)") from None
+    except ValueError:
         raise DataError("nested lists have unequal lengths; an answer must be a rectangular array "
                         f"({_ragged_hint(raw)})") from None
     if is_int and a.size and np.all(np.abs(a) < 2**53):
         return a.astype(np.int64)
     return a
+
+
+def _short(n: int) -> str:
+    text = str(n) if n.bit_length() < 4000 else "with more than 1,000 digits"
+    return text if len(text) <= 30 else f"{text[:12]}...({len(text)} digits)"
 
 
 def _ragged_hint(raw: list) -> str:
@@ -205,6 +229,7 @@ def _ragged_hint(raw: list) -> str:
 
 
 def _inside(base: Path, name: str) -> Path:
+    """name (relative, no way out of `base` - also not through a symlink) -> the resolved path."""
     p = Path(name)
     if p.is_absolute():
         raise DataError(f"'{name}': give a path relative to the submission's folder, not an absolute path")
@@ -215,25 +240,29 @@ def _inside(base: Path, name: str) -> Path:
 
 
 def _load_npy(base: Path, name: str) -> np.ndarray:
-    p = _inside(base, name)
-    if not p.is_file():
-        raise DataError(f"'{name}': file not found next to the submission")
-    size = p.stat().st_size
-    if size > MAX_NPZ_BYTES:
-        raise DataError(f"'{name}' is {size:,} bytes; the limit is {MAX_NPZ_BYTES:,}")
-    with open(p, "rb") as f:
-        _check_npy_header(f, name)
+    shown = name if len(name) <= 80 else name[:60] + "..." + name[-8:]
     try:
+        p = _inside(base, name)
+        if not p.is_file():
+            raise DataError(f"'{shown}': file not found next to the submission")
+        size = p.stat().st_size
+        if size > MAX_NPZ_BYTES:
+            raise DataError(f"'{shown}' is {size:,} bytes; the limit is {MAX_NPZ_BYTES:,}")
+        with open(p, "rb") as f:
+            _check_npy_header(f, shown)
         a = np.load(p, allow_pickle=False)
-    except ValueError as exc:
-        raise DataError(f"'{name}': {_npy_error(exc)}") from None
-    except (OSError, EOFError) as exc:
-        raise DataError(f"'{name}': not a readable .npy file ({exc})") from None
-    return _numeric(a, f"'{name}'")
+    except DataError:
+        raise
+    except ValueError as exc:  # also a NUL byte in the name
+        raise DataError(f"'{shown}': {_npy_error(exc)}") from None
+    except (OSError, EOFError) as exc:  # a name too long, a file that cannot be opened
+        raise DataError(f"'{shown}': not a readable .npy file ({exc.strerror or exc})") from None
+    return _numeric(a, f"'{shown}'")
 
 
-def _check_npy_header(f, name: str) -> None:
-    """Read only the header: refuse object arrays (pickle) and oversized arrays before loading any data."""
+def _check_npy_header(f, name: str, text_ok: bool = False) -> None:
+    """Read only the header: refuse object arrays (pickle), non-numeric and oversized arrays before loading any
+    data. text_ok: one short string is accepted too (an .npz's student_id)."""
     try:
         version = np.lib.format.read_magic(f)
         if version == (1, 0):
@@ -245,6 +274,10 @@ def _check_npy_header(f, name: str) -> None:
     if dtype.hasobject:
         raise DataError(f"'{name}' holds Python objects (pickled data); only numeric arrays are accepted")
     n = math.prod(shape)
+    if text_ok and dtype.kind in "US" and n == 1 and dtype.itemsize <= 4096:
+        return
+    if dtype.kind not in "biuf":
+        raise DataError(f"'{name}': expected numbers, got an array of dtype {dtype}")
     if n > MAX_ANSWER_ELEMENTS:
         raise DataError(f"'{name}' has {n:,} values; the limit per answer is {MAX_ANSWER_ELEMENTS:,}")
 
@@ -265,6 +298,22 @@ def _numeric(a: np.ndarray, label: str) -> np.ndarray:
     return a.astype(np.int64) if a.dtype.kind in "iu" else a.astype(np.float64)
 
 
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, text_ok: bool = False) -> np.ndarray:
+    """One member of an .npz: its .npy header is checked (no objects, no oversized or non-numeric arrays)
+    before any data is read; a member that is not an .npy array is refused."""
+    try:
+        with zf.open(info) as f:
+            _check_npy_header(f, name, text_ok)
+        with zf.open(info) as f:
+            return np.lib.format.read_array(f, allow_pickle=False)
+    except DataError:
+        raise
+    except ValueError as exc:
+        raise DataError(f"'{name}': {_npy_error(exc)}") from None
+    except (OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(f"'{name}': not a readable .npy array ({exc})") from None
+
+
 def _load_npz(p: Path, size: int) -> Submission:
     if size > MAX_NPZ_BYTES:
         raise DataError(f"{p}: submission is {size:,} bytes; the limit is {MAX_NPZ_BYTES:,}")
@@ -283,20 +332,27 @@ def _load_npz(p: Path, size: int) -> Submission:
         raise DataError(f"{p}: unpacks to {unpacked:,} bytes; the limit is {MAX_NPZ_UNPACKED:,}")
     answers: dict[str, Answer] = {}
     student = None
-    with np.load(p, allow_pickle=False) as z:
-        for key in z.files:
+    with zipfile.ZipFile(p) as zf:
+        for info in infos:
+            if info.is_dir():
+                continue
+            key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
             where = f"{p}['{key}']"
             try:
-                a = z[key]
-            except ValueError as exc:
+                a = _read_member(zf, info, key, text_ok=key == "student_id")
+            except DataError as exc:
                 if key == "student_id":
-                    raise DataError(f"{where}: {_npy_error(exc)}") from None
-                answers[key] = Answer(raw=None, error=_npy_error(exc), where=where)
+                    raise DataError(f"{where}: {exc}") from None
+                answers[key] = Answer(raw=None, error=str(exc), where=where)
                 continue
             if key == "student_id":
                 if a.dtype.kind not in "UiuS" or a.size != 1:
                     raise DataError(f"{where}: student_id must be one string or number")
-                student = str(a.reshape(()).item())
+                value = a.reshape(()).item()
+                try:
+                    student = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+                except UnicodeDecodeError:
+                    raise DataError(f"{where}: student_id is not UTF-8 text") from None
                 continue
             try:
                 answers[key] = Answer(raw=f"<array {list(a.shape)}>", value=_numeric(a, where), where=where)

@@ -73,7 +73,8 @@ def _form(q, a: Assignment) -> str:
     if q.kind in _FORMS:
         return _FORMS[q.kind]
     if q.kind in ("activation", "output"):
-        return f"nested lists (batch first, then {'the ' + layout + ' layout' if layout else 'features'})"
+        node = spec.graph.nodes[q.layer if q.kind == "activation" else spec.graph.output]
+        return f"nested lists (batch first, then {'the ' + layout + ' layout' if len(node.shape) == 3 else 'features'})"
     if q.kind in ("bn_mean", "bn_var"):
         return "a list of numbers, one per channel"
     if q.kind == "gradient":

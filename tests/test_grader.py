@@ -374,3 +374,71 @@ def test_epsilon_forgotten_no_learning_rate_and_sum(tmp_path):
     assert "bn_epsilon_forgotten" in codes(r["bn_out"])
     assert "no_learning_rate" in codes(r["w"])
     assert "sum_vs_mean" in codes(r["loss"]) and "number of elements = 3" in r["loss"].diagnoses[0].message
+
+
+# ---------------------------------------------------------------------------- zero points, carry_forward: 0
+
+ONE_NEURON = """
+cnnspec_assignment: 1
+name: neuron
+grading: {carry_forward: CF}
+model:
+  spec:
+    cnnspec: 1
+    name: m
+    input: {shape: [2]}
+    layers:
+      - {name: fc, type: dense, units: 1, bias: false}
+    loss: {type: mse}
+    optimizer: {type: sgd, lr: 0.1}
+    weights: {fc.weight: [[0.5, -0.25]]}
+  input: x
+  target: y
+data:
+  x: [[1.0, 2.0]]
+  y: [[1.0]]
+questions:
+  - {id: out, kind: output, visibility: hidden}
+  - {id: loss, kind: loss}
+  - {id: practice, kind: param_count, points: 0}
+"""
+
+
+def test_wrong_answer_to_a_zero_point_question_is_not_passed():
+    a = grader.loads_assignment(ONE_NEURON.replace("CF", "0.5"), "n.yaml")
+    r = grader.grade(a, submit({"out": 0.0, "loss": 1.0, "practice": 5}))
+    q = by_id(r)["practice"]
+    assert q.status == "failed" and q.outcome == "wrong" and not r.passed
+    assert by_id(grader.grade(a, submit({"out": 0.0, "loss": 1.0, "practice": 2})))["practice"].status == "passed"
+
+
+def test_carry_forward_zero_turns_it_off():
+    a = grader.loads_assignment(ONE_NEURON.replace("CF", "0"), "n.yaml")
+    q = by_id(grader.grade(a, submit({"out": 0.5, "loss": 0.25})))["loss"]   # (0.5 - 1)^2: right for out = 0.5
+    assert q.score == 0 and q.outcome == "wrong" and q.carried_forward is None
+
+
+def test_a_blank_student_id_is_no_student_id(bn, bn_grader):
+    r = bn_grader.grade(submit({"conv_shape": [2, 4, 4]}, "   "))
+    assert r.error and "student id" in r.error
+    r = bn_grader.grade(submit({"conv_shape": [2, 4, 4]}, "s1"), student_id="  ")   # falls back to the file's id
+    assert r.error is None and r.variant == "student:s1"
+
+
+def test_huge_sizes_and_counts_are_reported_as_given(lecture_grader):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = by_id(lecture_grader.grade(submit({"conv1_params": 1.0e30, "conv1_shape": [1.0e300, 98, 6]})))
+    assert r["conv1_params"].message == "expected 168, got 1e+30"
+    assert r["conv1_shape"].message == "expected [98, 98, 6], got [1e+300, 98, 6]"
+
+
+def test_nonfinite_match_messages_have_no_nan_percentages():
+    from grader.compare import Tolerance, compare_float
+    tol = Tolerance(1e-3, 1e-6)
+    for e in (float("nan"), float("inf")):
+        c = compare_float(np.array(1.0), e, tol, "match")
+        assert not c.ok and "nan%" not in c.message and "relative" not in c.message, c.message
+    assert compare_float(np.array(float("nan")), float("nan"), tol, "match").ok
+    assert not compare_float(np.array(float("nan")), float("nan"), tol, "reject").ok

@@ -304,3 +304,111 @@ def test_help_texts(capsys):
     out = capsys.readouterr().out
     assert "exit codes" in out and "gradescope" in out and "setup.sh" in out
     assert main(["assignment"]) == 2
+
+
+# ---------------------------------------------------------------------------- malformed values never crash grading
+
+
+def _graded(path):
+    g = grader.Grader(grader.load_assignment(LECTURE))
+    r = g.grade_file(path)
+    return r, {q.id: q for q in r.questions}
+
+
+def test_json_numbers_too_large_cost_one_question(tmp_path):
+    for digits in (400, 5000):            # past float64's range; past Python's int-string limit
+        f = tmp_path / f"big{digits}.json"
+        f.write_text('{"y_hat": 1' + "0" * digits + ', "relu_out": [[1' + "0" * digits + ', 0, 0.5, 0]], '
+                     '"loss": 6.8644}')
+        r, q = _graded(f)
+        assert r.error is None and q["loss"].status == "passed"
+        assert q["y_hat"].status == q["relu_out"].status == "failed"
+    from grader.submission import parse_answer
+    sub = parse_answer(10**400, tmp_path)
+    assert sub.error and "too large" in sub.error
+    sub = parse_answer([[10**400, 1]], tmp_path)
+    assert sub.error and "too large" in sub.error
+
+
+def test_npy_names_that_cannot_be_paths_cost_one_question(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps({"relu_out": "a\u0000b.npy", "grad_w": "x" * 5000 + ".npy",
+                                                 "loss": 6.8644}))
+    r, q = _graded(tmp_path / "a.json")
+    assert q["loss"].status == "passed"
+    assert q["relu_out"].outcome == q["grad_w"].outcome == "invalid"
+
+
+def test_npy_header_with_a_huge_dtype_is_refused_before_loading(tmp_path):
+    with open(tmp_path / "u.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<U100000000", "fortran_order": False,
+                                                 "shape": (4_000_000,)})
+        f.write(b"\0" * 64)
+    (tmp_path / "a.yaml").write_text("relu_out: u.npy\nloss: 6.8644\n")
+    r, q = _graded(tmp_path / "a.yaml")
+    assert q["relu_out"].outcome == "invalid" and "expected numbers" in q["relu_out"].message
+    assert q["loss"].status == "passed"
+
+
+def _npz(path, members: dict):
+    import io
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            if isinstance(data, np.ndarray):
+                buf = io.BytesIO()
+                np.save(buf, data)
+                data = buf.getvalue()
+            zf.writestr(name, data)
+
+
+def test_npz_members_are_checked_before_loading(tmp_path):
+    import io
+    lying = io.BytesIO()                  # a header that claims 10**12 values over 64 bytes of data
+    np.lib.format.write_array_header_1_0(lying, {"descr": "<f8", "fortran_order": False, "shape": (10**12,)})
+    lying.write(b"\0" * 64)
+    _npz(tmp_path / "a.npz", {"relu_out.npy": lying.getvalue(), "grad_w.npy": b"garbage",
+                              "notes.txt": b"hello", "loss.npy": np.array(6.8644)})
+    r, q = _graded(tmp_path / "a.npz")
+    assert r.error is None and q["loss"].status == "passed"
+    assert "limit per answer" in q["relu_out"].message
+    assert q["grad_w"].outcome == "invalid" and "not a .npy" in q["grad_w"].message
+    assert any("notes.txt" in w for w in r.warnings)
+
+
+def test_npz_student_id_as_bytes_is_the_same_student(tmp_path):
+    np.savez(tmp_path / "a.npz", student_id=np.array(b"s123"), loss=np.array(6.8644))
+    assert grader.load_submission(tmp_path / "a.npz").student_id == "s123"
+
+
+def test_template_describes_flat_outputs_as_features():
+    from grader.tools import template
+    text, _ = template(grader.load_assignment(LECTURE), None, None)
+    form = {line.split(":")[0]: prev for prev, line in zip(text.splitlines(), text.splitlines()[1:])
+            if line.endswith(":") and not line.startswith("#")}
+    assert "CHW" not in form["y_hat"] and "features" in form["y_hat"]
+    assert "CHW" not in form["relu_out"] and "features" in form["relu_out"]
+    text, _ = template(grader.load_assignment(BN), "s1", None)
+    assert "answer: nested lists (batch first, then the CHW layout)" in text     # conv_out: (N, C, H, W)
+
+
+def test_a_submission_folder_cannot_point_out_of_itself(tmp_path):
+    sub = tmp_path / "submission"
+    sub.mkdir()
+    (tmp_path / "elsewhere.yaml").write_text("loss: 6.8644\n")
+    (sub / "answers.yaml").symlink_to(tmp_path / "elsewhere.yaml")
+    r = grader.Grader(grader.load_assignment(LECTURE)).grade_file(sub)
+    assert r.error and "outside" in r.error
+
+
+def test_an_unreadable_json_file_is_an_unreadable_submission(tmp_path, monkeypatch):
+    f = tmp_path / "a.json"
+    f.write_text('{"loss": 6.8644}')
+    real = Path.read_bytes
+
+    def read_bytes(self):
+        if self == f:
+            raise PermissionError(13, "Permission denied")
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    r = grader.Grader(grader.load_assignment(LECTURE)).grade_file(f)
+    assert r.error and "Permission denied" in r.error

@@ -138,3 +138,48 @@ def test_text_colours_only_when_asked(results):
 def test_gradescope_needs_exactly_one_submission(results):
     with pytest.raises(ValueError):
         render([results["correct"], results["correct"]], "gradescope")
+
+
+HIDDEN_UPSTREAM = """
+cnnspec_assignment: 1
+name: neuron
+model:
+  spec:
+    cnnspec: 1
+    name: m
+    input: {shape: [2]}
+    layers:
+      - {name: fc, type: dense, units: 1, bias: false}
+    loss: {type: mse}
+    weights: {fc.weight: [[0.5, -0.25]]}
+  input: x
+  target: y
+data:
+  x: [[1.0, 2.0]]
+  y: [[1.0]]
+questions:
+  - {id: out, kind: output, visibility: hidden}
+  - {id: loss, kind: loss}
+"""
+
+
+def test_carried_forward_from_a_withheld_question_does_not_say_it_was_wrong(tmp_path):
+    a = grader.loads_assignment(HIDDEN_UPSTREAM, "n.yaml")
+    (tmp_path / "a.yaml").write_text("out: 0.5\nloss: 0.25\n")   # out is 0: wrong; 0.25 = (0.5 - 1)^2
+    r = grader.Grader(a).grade_file(tmp_path / "a.yaml")
+    assert {q.id: q for q in r.questions}["loss"].carried_forward.from_questions == ["out"]   # instructor
+    for fmt in ("text", "json", "junit", "markdown", "gradescope"):
+        text = render([r], fmt, audience="student")
+        assert "answer to 'out'" not in text and "which was wrong" not in text and "0.5)" not in text, fmt
+        assert "right for your own earlier answers; 50% of the points" in text, fmt
+    q = {q.id: q for q in grader.report.for_student(r).questions}["loss"]
+    assert q.score == 0.5 and q.carried_forward.from_questions == [] and "50%" in q.carried_forward.message
+
+
+def test_gradescope_summary_counts_only_what_the_student_may_see(results):
+    doc = json.loads(render([results["classic_mistakes"]], "gradescope", now=BEFORE_DUE))
+    visible = [t for t in doc["tests"] if t["visibility"] == "visible"]
+    shown = sum(t["score"] for t in visible)
+    assert doc["output"].startswith(f"{results['classic_mistakes'].title}: {shown:g} / 13 points")
+    assert "2 more points" in doc["output"]
+    assert doc["score"] == results["classic_mistakes"].score       # Gradescope's own total: every question
