@@ -190,6 +190,12 @@ def run_grade(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cell(text: str) -> str:
+    """Text a student controls (id, file name, error) as a CSV cell spreadsheets will not run as a formula
+    (OWASP CSV injection): a leading = + - @ tab or CR gets a quote mark in front."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def gradebook_csv(results, assignment) -> str:
     """One row per submission: id, file, variant, score, max, percent, error, then each question's score."""
     buf = io.StringIO()
@@ -198,8 +204,8 @@ def gradebook_csv(results, assignment) -> str:
     w.writerow(["student_id", "submission", "variant", "score", "max_score", "percent", "error", *ids])
     for r in results:
         scores = {q.id: q.score for q in r.questions}
-        w.writerow([r.student_id or "", r.submission, r.variant or "", f"{r.score:g}", f"{r.max_score:g}",
-                    f"{r.percent:g}", r.error or "", *(f"{scores[i]:g}" if scores.get(i) is not None else ""
+        w.writerow([_cell(r.student_id or ""), _cell(str(r.submission)), _cell(r.variant or ""), f"{r.score:g}",
+                    f"{r.max_score:g}", f"{r.percent:g}", _cell(r.error or ""), *(f"{scores[i]:g}" if scores.get(i) is not None else ""
                                                       for i in ids)])
     return buf.getvalue()
 

@@ -57,6 +57,17 @@ def test_exit_2_for_an_unreadable_submission_but_others_graded(capsys, tmp_path)
     assert not list(tmp_path.glob(".*tmp"))
 
 
+def test_gradebook_cells_cannot_become_spreadsheet_formulas(capsys, tmp_path):
+    sub = tmp_path / "answers.yaml"
+    sub.write_text(SUB.joinpath("correct.yaml").read_text().replace("student_id: s001", 'student_id: "=HYPERLINK(1)"')
+                   if "student_id: s001" in SUB.joinpath("correct.yaml").read_text() else
+                   'student_id: "=HYPERLINK(1)"\n' + SUB.joinpath("correct.yaml").read_text())
+    book = tmp_path / "grades.csv"
+    run(capsys, "grade", LECTURE, sub, "--gradebook", book, "--format", "json")
+    (row,) = list(csv.DictReader(book.open()))
+    assert row["student_id"] == "'=HYPERLINK(1)"
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["grade", "missing.yaml", SUB / "correct.yaml"], "assignment file not found"),
     (["grade", LECTURE, SUB / "correct.yaml", SUB / "correct.yaml", "--format", "gradescope"], "one results.json"),
