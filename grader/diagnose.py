@@ -455,7 +455,7 @@ def bn_stat_mistakes(ctx: Context):
 @detector("prediction")
 def prediction_mistakes(ctx: Context):
     r = ctx.run
-    r.model
+    r.ensure_computed()
     e = np.asarray(ctx.expected)
     a = np.asarray(ctx.answer)
     if ctx.same(e + 1, exact=True):
@@ -469,7 +469,7 @@ def prediction_mistakes(ctx: Context):
 @detector("loss")
 def loss_mistakes(ctx: Context):
     r = ctx.run
-    r.model
+    r.ensure_computed()
     loss = r.spec.loss
     fn = LOSSES[loss.type]
     out, t = r.output, r.target
@@ -510,16 +510,13 @@ def loss_mistakes(ctx: Context):
             if np.all(out[rows, t] > 0):
                 cases.append(("no_softmax", agg(-np.log(out[rows, t])), "the logits were used as probabilities: "
                               "apply softmax first (cross-entropy = -log softmax(z)[true class])"))
-    for code, cand, msg in cases:
-        if ctx.same(cand):
-            yield Diagnosis(code, msg)
-            return
+    yield from _first(ctx, cases)
 
 
 @detector("gradient")
 def gradient_mistakes(ctx: Context):
     r, q = ctx.run, ctx.q
-    r.model
+    r.ensure_computed()
     g = np.asarray(ctx.full)
     loss = r.spec.loss
     n = r.output.shape[0]
@@ -557,7 +554,7 @@ def _first(ctx: Context, cases):
 @detector("param_after_steps")
 def update_mistakes(ctx: Context):
     r, q = ctx.run, ctx.q
-    r.model
+    r.ensure_computed()
     o = r.spec.optimizer
     theta = r.initial_params[q.param]
     if q.steps == 1:

@@ -89,8 +89,13 @@ class ModelRun:
             self.input_grad = np.array(model.input_grad)
         return model
 
+    def ensure_computed(self) -> None:
+        """Run forward, loss and backward once: `model` fills output, activations, loss_value, grads,
+        input_grad and initial_params as it is built."""
+        self.model  # noqa: B018 - the cached property does the work
+
     def activation(self, layer: str) -> np.ndarray:
-        self.model
+        self.ensure_computed()
         return self.x if layer == INPUT_NAME else self.activations[layer]
 
     def bn_input(self, layer: str) -> np.ndarray:
@@ -128,7 +133,7 @@ class ModelRun:
 
     def sgd_from_grad(self, param: str, grad: np.ndarray) -> np.ndarray:
         """One step of the spec's optimizer from the initial parameters, with the student's gradient."""
-        self.model
+        self.ensure_computed()
         o = self.spec.optimizer
         theta = self.initial_params[param]
         new, _ = sgd_step({param: theta}, {param: np.asarray(grad, dtype=theta.dtype)}, {}, lr=o.lr,
@@ -170,7 +175,7 @@ class ModelRun:
         model = self.layer_model(layer, changes)
         if model is None:
             return None
-        self.model
+        self.ensure_computed()
         node = self.graph.nodes[layer]
         weights = {k: self.initial_params[f"{layer}.{k}"] for k in node.params}
         weights.update(params or {})
@@ -262,16 +267,16 @@ class Reference:
         if k == "bn_var":
             return r.bn_stats(q.layer)[1]
         if k == "output":
-            r.model
+            r.ensure_computed()
             return r.output
         if k == "prediction":
-            r.model
+            r.ensure_computed()
             return np.argmax(r.output, axis=1).astype(np.int64)
         if k == "loss":
-            r.model
+            r.ensure_computed()
             return float(r.loss_value)
         if k == "gradient":
-            r.model
+            r.ensure_computed()
             return r.input_grad if q.param == INPUT_NAME else r.grads[q.param]
         if k == "param_after_steps":
             return r.params_after(q.steps)[q.param]
