@@ -22,3 +22,13 @@ def test_readme_quickstart_has_exactly_two_commands():
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert quickstart_commands()[1] in ci.splitlines()
+
+
+def test_readme_explain_excerpt_is_what_explain_prints(capsys):
+    from cnnspec.cli import main
+    text = (ROOT / "README.md").read_text()
+    excerpt = text.split("$ cnnspec explain specs/lecture_conv1.yaml\n", 1)[1].split("```", 1)[0]
+    lines = [line for line in excerpt.splitlines() if line.strip() and line.strip() != "..."]
+    assert main(["explain", str(ROOT / "specs" / "lecture_conv1.yaml")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert lines == printed[3:3 + len(lines)]
