@@ -218,7 +218,7 @@ def test_explain_ceil_mode_and_dilation(capsys):
 
 
 def test_schema_to_stdout_is_a_valid_json_schema(capsys):
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema  # a test dependency (pyproject [test])
     from cnnspec import yaml_io
     code, out, err = run(capsys, "schema")
     assert code == 0 and err == ""

@@ -387,7 +387,7 @@ def test_spec_errors_are_value_errors():
 
 
 def test_json_schema_is_valid_and_strict():
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema  # a test dependency (pyproject [test])
     s = schema.json_schema()
     jsonschema.Draft202012Validator.check_schema(s)
     assert s["$schema"] == "https://json-schema.org/draft/2020-12/schema"
@@ -399,7 +399,7 @@ def test_json_schema_is_valid_and_strict():
 
 
 def test_json_schema_rejects_what_the_loader_rejects():
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema  # a test dependency (pyproject [test])
     from cnnspec import yaml_io
     v = jsonschema.Draft202012Validator(schema.json_schema())
     bad = [
