@@ -31,7 +31,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from . import __version__
-from .arrays import write_files
+from .files import write_files
 from .errors import CnnspecError, Problem, SpecError
 from .schema import INPUT_NAME
 

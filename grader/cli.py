@@ -120,7 +120,7 @@ def register(sub) -> None:
 
 
 def _write(path, text: str | bytes) -> None:
-    from cnnspec.arrays import atomic_write
+    from cnnspec.files import atomic_write
 
     def write(tmp):
         if isinstance(text, bytes):
@@ -245,7 +245,7 @@ def run_template(args: argparse.Namespace) -> int:
         raise DataError("this template has large data arrays, written as .npy files next to it: give -o FILE")
     import numpy as np
 
-    from cnnspec.arrays import atomic_write
+    from cnnspec.files import atomic_write
 
     def saver(arr):
         def write(tmp):

@@ -444,7 +444,7 @@ def test_export_writes_model_and_text_atomically(tmp_path):
     assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
 
 
-from cnnspec.arrays import _umask  # noqa: E402
+from cnnspec.files import _umask  # noqa: E402
 
 
 @pytest.mark.parametrize("where", ["missing/dir/m.onnx", "is_a_dir", "file/m.onnx"])

@@ -186,7 +186,7 @@ def _save_plot(path: str, losses: list[float], title: str) -> None:
     """A loss curve as a small standalone SVG (no plotting library needed)."""
     from html import escape
 
-    from ..arrays import write_files
+    from ..files import write_files
     w, h, m = 480, 300, 48
     lo, hi = min(losses), max(losses)
     span = (hi - lo) or 1.0

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from ..errors import CnnspecError, SpecError
+from ..errors import SpecError
 from ..graph import load_spec
 
 _RAW = argparse.RawDescriptionHelpFormatter
@@ -94,30 +94,8 @@ def run_schema(args: argparse.Namespace) -> int:
     from ..schema import json_schema
     text = json.dumps(json_schema(), indent=2) + "\n"
     if args.output:
-        _write_text(args.output, text)
+        from ..files import write_files
+        write_files({args.output: text})
     else:
         sys.stdout.write(text)
     return 0
-
-
-def _write_text(path: str, text: str) -> None:
-    """Write atomically (a temporary file in the same folder, then rename); errors are user errors."""
-    import os
-    import tempfile
-    from pathlib import Path
-
-    target = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a schema is for sharing
-            os.replace(tmp, target)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-    except OSError as exc:
-        raise CnnspecError(f"{path}: cannot write: {exc.strerror or exc}") from None
