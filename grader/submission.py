@@ -8,16 +8,14 @@ answer (Answer.error) so that every other answer is still graded.
 from __future__ import annotations
 
 import json
-import math
 import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from cnnspec import yaml_io
+from cnnspec import arrays, yaml_io
 from cnnspec.errors import DataError, SpecError
 
 MAX_FILE_BYTES = 16 * 1024 * 1024          # a YAML/JSON submission
@@ -249,43 +247,15 @@ def _load_npy(base: Path, name: str) -> np.ndarray:
         if size > MAX_NPZ_BYTES:
             raise DataError(f"'{shown}' is {size:,} bytes; the limit is {MAX_NPZ_BYTES:,}")
         with open(p, "rb") as f:
-            _check_npy_header(f, shown)
+            arrays.check_npy_header(f, f"'{shown}'", MAX_ANSWER_ELEMENTS, "the limit per answer")
         a = np.load(p, allow_pickle=False)
     except DataError:
         raise
     except ValueError as exc:  # also a NUL byte in the name
-        raise DataError(f"'{shown}': {_npy_error(exc)}") from None
+        raise arrays.npy_error(f"'{shown}'", exc) from None
     except (OSError, EOFError) as exc:  # a name too long, a file that cannot be opened
         raise DataError(f"'{shown}': not a readable .npy file ({exc.strerror or exc})") from None
     return _numeric(a, f"'{shown}'")
-
-
-def _check_npy_header(f, name: str, text_ok: bool = False) -> None:
-    """Read only the header: refuse object arrays (pickle), non-numeric and oversized arrays before loading any
-    data. text_ok: one short string is accepted too (an .npz's student_id)."""
-    try:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-        else:
-            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-    except ValueError as exc:
-        raise DataError(f"'{name}': not a .npy file ({exc})") from None
-    if dtype.hasobject:
-        raise DataError(f"'{name}' holds Python objects (pickled data); only numeric arrays are accepted")
-    n = math.prod(shape)
-    if text_ok and dtype.kind in "US" and n == 1 and dtype.itemsize <= 4096:
-        return
-    if dtype.kind not in "biuf":
-        raise DataError(f"'{name}': expected numbers, got an array of dtype {dtype}")
-    if n > MAX_ANSWER_ELEMENTS:
-        raise DataError(f"'{name}' has {n:,} values; the limit per answer is {MAX_ANSWER_ELEMENTS:,}")
-
-
-def _npy_error(exc: Exception) -> str:
-    if "pickle" in str(exc).lower():
-        return "holds Python objects (pickled data); only numeric arrays are accepted"
-    return f"not a readable .npy file ({exc})"
 
 
 def _numeric(a: np.ndarray, label: str) -> np.ndarray:
@@ -296,22 +266,6 @@ def _numeric(a: np.ndarray, label: str) -> np.ndarray:
     if a.size > MAX_ANSWER_ELEMENTS:
         raise DataError(f"{label}: {a.size:,} values; the limit per answer is {MAX_ANSWER_ELEMENTS:,}")
     return a.astype(np.int64) if a.dtype.kind in "iu" else a.astype(np.float64)
-
-
-def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, text_ok: bool = False) -> np.ndarray:
-    """One member of an .npz: its .npy header is checked (no objects, no oversized or non-numeric arrays)
-    before any data is read; a member that is not an .npy array is refused."""
-    try:
-        with zf.open(info) as f:
-            _check_npy_header(f, name, text_ok)
-        with zf.open(info) as f:
-            return np.lib.format.read_array(f, allow_pickle=False)
-    except DataError:
-        raise
-    except ValueError as exc:
-        raise DataError(f"'{name}': {_npy_error(exc)}") from None
-    except (OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error) as exc:
-        raise DataError(f"'{name}': not a readable .npy array ({exc})") from None
 
 
 def _load_npz(p: Path, size: int) -> Submission:
@@ -339,7 +293,8 @@ def _load_npz(p: Path, size: int) -> Submission:
             key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
             where = f"{p}['{key}']"
             try:
-                a = _read_member(zf, info, key, text_ok=key == "student_id")
+                a = arrays.read_npz_member(zf, info, f"'{key}'", MAX_ANSWER_ELEMENTS, "the limit per answer",
+                                           text_ok=key == "student_id")
             except DataError as exc:
                 if key == "student_id":
                     raise DataError(f"{where}: {exc}") from None

@@ -67,6 +67,7 @@ def test_run_without_target_dumps_activations_only(capsys, tmp_path):
     (lambda t: (t / "x.npy").write_bytes(b"not numpy"), ["-x", "x.npy"], "not a readable .npy"),
     (lambda t: np.save(t / "x.npy", np.array([[{}, 1]], dtype=object)), ["-x", "x.npy"], "pickled"),
     (lambda t: None, ["-x", "missing.npy"], "not found"),
+    (lambda t: _lying_npy(t / "x.npy"), ["-x", "x.npy"], r"has 1,000,000,000,000 values; the limit is"),
     (lambda t: np.save(t / "x.npy", np.zeros((1, 2))), ["-x", "x.npy", "--steps", "1"], "needs --target"),
     (lambda t: np.save(t / "x.npy", np.zeros((1, 2))), ["-x", "x.npy", "--steps", "-1"], ">= 0"),
     (lambda t: (np.save(t / "x.npy", np.zeros((1, 2))), np.save(t / "y.npy", np.zeros((3, 3)))),
@@ -82,6 +83,23 @@ def test_run_bad_input_exits_2_with_a_clear_message(capsys, tmp_path, monkeypatc
     assert code == 2
     assert __import__("re").search(message, err), err
     assert not list(tmp_path.glob("**/*.tmp"))
+
+
+def _lying_npy(path):
+    """An .npy whose header claims 10**12 float64 values over 64 bytes: loading it would try 7 TiB."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (10**12,)})
+        f.write(b"\0" * 64)
+
+
+def test_train_refuses_a_lying_npz_member_before_loading_it(capsys, tmp_path):
+    import zipfile
+    _blobs(tmp_path)
+    _lying_npy(tmp_path / "x.npy")
+    with zipfile.ZipFile(tmp_path / "bad.npz", "w") as zf:
+        zf.write(tmp_path / "x.npy", "x.npy")
+    code, _, err = cli(capsys, "train", tmp_path / "m.yaml", "--data", tmp_path / "bad.npz")
+    assert code == 2 and "bad.npz['x'] has 1,000,000,000,000 values" in err
 
 
 def _blobs(tmp_path, n=64):
