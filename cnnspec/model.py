@@ -80,15 +80,14 @@ class Model:
                                 + f" (parameters: {', '.join(known)})")
                 continue
             a = np.asarray(value)
-            if a.dtype.kind not in "fiu":
-                problems.append(f"{source}: '{name}' must be numbers, got dtype {a.dtype}")
-                continue
             if a.shape != known[name].shape:
                 problems.append(f"{source}: '{name}' has shape {a.shape}, the model expects {known[name].shape}"
                                 + _shape_hint(name, self.graph))
                 continue
-            if a.dtype.kind == "f" and not np.isfinite(a).all():
-                problems.append(f"{source}: '{name}' contains NaN or Inf")
+            try:
+                arrays.check_numeric(a, f"{source}: '{name}'")  # numbers, and finite: says where if not
+            except DataError as exc:
+                problems.append(str(exc))
         if strict:
             missing = [k for k in known if k not in values and not k.endswith(".num_batches_tracked")]
             if missing:

@@ -195,6 +195,15 @@ def test_load_mismatch_names_key_and_both_shapes(tmp_path):
     np.savez(tmp_path / "w5.npz", **state)
     with pytest.raises(DataError, match=r"missing bn1\.running_var$"):   # statistics are part of a checkpoint,
         bn.load(tmp_path / "w5.npz")                                    # num_batches_tracked may be absent
+    state = model.state_dict()
+    state["f6.bias"] = np.where(np.arange(84) == 7, np.inf, 0.0)
+    np.savez(tmp_path / "w6.npz", **state)
+    with pytest.raises(DataError, match=r"\['f6.bias'\]: contains inf at index \(7,\)"):
+        model.load(tmp_path / "w6.npz")
+    with pytest.raises(DataError, match=r"weights: 'f6.bias': contains inf at index \(7,\)"):
+        model.set_weights({"f6.bias": state["f6.bias"]})
+    with pytest.raises(DataError, match=r"weights: 'f6.bias': expected numbers, got an array of dtype <U1"):
+        model.set_weights({"f6.bias": np.array(["a"] * 84)})
     model.load(tmp_path / "w3.npz", strict=False)              # unless asked otherwise
     assert not model.params["c1.weight"].any()
 
