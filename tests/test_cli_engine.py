@@ -176,3 +176,13 @@ def test_interrupting_train_keeps_the_last_checkpoint(tmp_path):
     state = np.load(tmp_path / "w.npz")
     assert "c1.weight" in state.files
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_run_notes_parameters_a_partial_checkpoint_does_not_hold(capsys, lecture_arrays):
+    t = lecture_arrays
+    np.savez(t / "part.npz", **{"fc.weight": np.array([[1.0, 1.0]])})
+    (t / "two.yaml").write_text("cnnspec: 1\nname: two\ninput: {shape: [2]}\nlayers:\n"
+                                "  - {name: fc, type: dense, units: 1}\n")
+    code, out, err = cli(capsys, "run", t / "two.yaml", "-x", t / "x.npy", "--weights", t / "part.npz")
+    assert code == 0
+    assert "note: " in err and "has no value for fc.bias; it keeps the seeded initial value" in err

@@ -6,6 +6,7 @@ import json
 import sys
 
 from ..errors import DataError
+from .models import build_model, print_notes
 
 
 def register(sub) -> None:
@@ -59,8 +60,9 @@ def _positive(value: int, flag: str, allow_zero: bool = False) -> int:
 
 
 def _model(args):
-    from ..model import compile as compile_model
-    return compile_model(args.spec, dtype=getattr(args, "dtype", None), weights=args.weights)
+    model, notes = build_model(args.spec, getattr(args, "dtype", None), args.weights)
+    print_notes(notes)
+    return model
 
 
 def run_run(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import DataError
+from .models import build_model, print_notes
 
 _TOL_HELP = ("default: float64 rtol 1e-10, atol 1e-12 (onnx reference evaluator); float32 rtol 1e-4, atol 1e-5 "
              "(onnxruntime). A given value applies to every comparison")
@@ -89,7 +90,7 @@ def run_compile(args: argparse.Namespace) -> int:
 
     opset = check_opset(DEFAULT_OPSET if args.opset is None else args.opset)
     _not_an_input(args, [Path(args.output)] + ([text_path(args.output)] if args.text else []))
-    model, notes = _build(args)
+    model, notes = build_model(args.spec, args.dtype, args.weights)
     meta = {"cnnspec.weights_file": Path(args.weights).name} if args.weights else None
     m = export_onnx(model, args.output, opset=opset, text=args.text, metadata=meta)
     info = summary(m)
@@ -109,7 +110,7 @@ def run_compile(args: argparse.Namespace) -> int:
         data["verify"], data["ok"] = result.to_dict(), result.ok
         notes.extend(result.notes)
     if args.json:
-        _notes(notes)
+        print_notes(notes)
         print(json.dumps(data, indent=2))
     else:
         stats = f" + {data['buffers']:,} batch-norm statistics" if data["buffers"] else ""
@@ -117,7 +118,7 @@ def run_compile(args: argparse.Namespace) -> int:
               f"{data['nodes']} nodes, {data['parameters']:,} parameters{stats}, {_size(data['bytes'])}")
         if args.text:
             print(f"wrote {data['text']}: ONNX textual form")
-        _notes(notes)
+        print_notes(notes)
         if result is not None:
             print()
             print(render_verify(result, pretty=_tty(), color=_color()))
@@ -131,11 +132,11 @@ def run_verify(args: argparse.Namespace) -> int:
     opset = check_opset(DEFAULT_OPSET if args.opset is None else args.opset)
     if args.onnx and args.opset is not None:
         raise DataError("--opset applies to the in-memory export; with --onnx the file's own opset is used")
-    model, notes = _build(args)
+    model, notes = build_model(args.spec, args.dtype, args.weights)
     result = verify_onnx(model, args.onnx, batch=args.batch, rtol=args.rtol, atol=args.atol, seed=args.seed,
                          opset=opset)
     notes.extend(result.notes)
-    _notes(notes)
+    print_notes(notes)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
@@ -152,25 +153,6 @@ def _not_an_input(args, outputs) -> None:
                                 "replace it (give an .onnx path)")
 
 
-def _build(args):
-    """Load the spec and build the model; --weights may hold a subset of the parameters (noted)."""
-    from .. import compile as build
-    from ..arrays import load_npz
-    from ..graph import load_spec
-
-    spec = load_spec(args.spec)
-    model = build(spec, dtype=args.dtype)
-    notes = []
-    if args.weights:
-        values = load_npz(args.weights, "weights")
-        model.set_weights(values, source=args.weights)
-        missing = [k for k in model.params if k not in values]
-        if missing:
-            notes.append(f"{args.weights} has no value for {', '.join(missing)}; "
-                         f"{'they keep' if len(missing) > 1 else 'it keeps'} the seeded initial value")
-    return model, notes
-
-
 # ---------------------------------------------------------------- rendering
 
 
@@ -181,11 +163,6 @@ def _tty() -> bool:
 def _color() -> bool:
     from ..progress import use_color
     return use_color(sys.stdout)
-
-
-def _notes(notes) -> None:
-    for n in notes:
-        print(f"note: {n}", file=sys.stderr)
 
 
 def _size(n: int) -> str:
