@@ -6,7 +6,7 @@ import json
 import sys
 
 from ..errors import DataError
-from .models import build_model, print_notes
+from .models import WEIGHTS_HELP, build_model, print_notes
 
 
 def register(sub) -> None:
@@ -17,7 +17,7 @@ def register(sub) -> None:
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--input", "-x", required=True, metavar="X.npy", help="input batch (N, *input.shape)")
     p.add_argument("--target", "-y", metavar="Y.npy", help="targets: enables loss and gradients")
-    p.add_argument("--weights", metavar="W.npz", help="parameters by state_dict name (from save/train/PyTorch)")
+    p.add_argument("--weights", metavar="W.npz", help=WEIGHTS_HELP)
     p.add_argument("--train", action="store_true", help="train mode: batch-norm batch statistics, dropout on")
     p.add_argument("--steps", type=int, default=0, metavar="K",
                    help="take K SGD steps (needs --target; implies --train semantics for the steps)")
@@ -34,7 +34,7 @@ def register(sub) -> None:
     p.add_argument("--data", required=True, metavar="D.npz", help="arrays x (M, *input.shape) and y (M, ...)")
     p.add_argument("--epochs", type=int, default=1, metavar="E")
     p.add_argument("--batch-size", type=int, default=32, metavar="B")
-    p.add_argument("--weights", metavar="W.npz", help="start from these parameters (a checkpoint)")
+    p.add_argument("--weights", metavar="W.npz", help="start from these parameters: " + WEIGHTS_HELP)
     p.add_argument("--out", metavar="W.npz", help="checkpoint path (written after each epoch)")
     p.add_argument("--plot", metavar="LOSS.svg", help="save the loss curve as an SVG picture")
     p.add_argument("--dtype", choices=("float32", "float64"), help="override the spec's dtype")
@@ -45,7 +45,7 @@ def register(sub) -> None:
                        description="Compare analytic gradients of every parameter (and the input) with float64 "
                        "central differences on seeded data. Exit 0 when all relative errors are below --tol, 1 if not.")
     p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--weights", metavar="W.npz")
+    p.add_argument("--weights", metavar="W.npz", help=WEIGHTS_HELP)
     p.add_argument("--batch", type=int, default=2, metavar="N")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tol", type=float, default=1e-7)

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import sys
 
+WEIGHTS_HELP = ("parameters by PyTorch state_dict name (from 'cnnspec train', Model.save or a converted PyTorch "
+                "state_dict); parameters it does not hold keep their seeded initial values (a note says which)")
+
 
 def build_model(spec_path, dtype=None, weights=None):
     """(model, notes): the compiled spec, with `weights` (an .npz of state_dict names) applied. A checkpoint

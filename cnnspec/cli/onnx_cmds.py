@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import DataError
-from .models import build_model, print_notes
+from .models import WEIGHTS_HELP, build_model, print_notes
 
 _TOL_HELP = ("default: float64 rtol 1e-10, atol 1e-12 (onnx reference evaluator); float32 rtol 1e-4, atol 1e-5 "
              "(onnxruntime). A given value applies to every comparison")
@@ -74,9 +74,7 @@ def register(sub) -> None:
 
 
 def _model_args(p) -> None:
-    p.add_argument("--weights", metavar="W.npz",
-                   help="parameters by PyTorch state_dict name (from 'cnnspec train', Model.save or a converted "
-                   "PyTorch state_dict); parameters it does not hold keep their seeded initial values")
+    p.add_argument("--weights", metavar="W.npz", help=WEIGHTS_HELP)
     p.add_argument("--dtype", choices=("float32", "float64"),
                    help="override the spec's dtype; float32 gives a file onnxruntime can run (its CPU provider "
                    "has no float64 Conv)")
