@@ -390,8 +390,9 @@ def _nested_shape(value) -> tuple[tuple[int, ...] | None, str]:
     return (len(value),) + shapes_[0], ""
 
 
-_PARAM_LAYOUT = {("conv2d", "weight"): "[filters, in_channels/groups, kh, kw]",
-                 ("dense", "weight"): "[units, in_features]"}
+# How PyTorch lays out weights, for shape-mismatch messages (spec weights here, checkpoints in model.py).
+PARAM_LAYOUT = {("conv2d", "weight"): "[filters, in_channels/groups, kh, kw]",
+                ("dense", "weight"): "[units, in_features]"}
 
 
 def _check_weights(spec: Spec, graph: Graph, failed_names: set[str], problem) -> None:
@@ -401,7 +402,7 @@ def _check_weights(spec: Spec, graph: Graph, failed_names: set[str], problem) ->
     known: dict[str, tuple[Shape, str]] = {}
     for node in graph.nodes.values():
         for local, shape in {**node.params, **node.buffers}.items():
-            known[f"{node.name}.{local}"] = (shape, _PARAM_LAYOUT.get((node.type, local), ""))
+            known[f"{node.name}.{local}"] = (shape, PARAM_LAYOUT.get((node.type, local), ""))
 
     def missing_file(value: str, path: tuple, what: str) -> None:
         if base is None:

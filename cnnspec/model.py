@@ -15,7 +15,7 @@ import numpy as np
 
 from . import arrays
 from .errors import DataError, Problem, SpecError
-from .graph import Graph, load_spec
+from .graph import PARAM_LAYOUT, Graph, load_spec
 from .init import init_state
 from .losses import LOSSES
 from .ops import OPS
@@ -255,12 +255,10 @@ class Model:
 
 
 def _shape_hint(name: str, graph: Graph) -> str:
-    layer = name.rsplit(".", 1)[0]
+    layer, _, local = name.rpartition(".")
     node = graph.nodes.get(layer)
-    if node is None or not name.endswith(".weight"):
-        return ""
-    return {"conv2d": " (conv weight is (filters, in_channels/groups, kh, kw))",
-            "dense": " (dense weight is (units, in_features), as PyTorch's nn.Linear)"}.get(node.type, "")
+    layout = PARAM_LAYOUT.get((node.type, local), "") if node else ""
+    return f" ({layout})" if layout else ""
 
 
 def compile(spec, *, dtype=None, weights=None) -> Model:  # noqa: A001 - the public name in the contract
