@@ -113,13 +113,13 @@ def _gemm_floor(model, x, y, task):
     for node, cache in model._tape:
         if node.type == "conv2d":
             cols, w = cache[0], cache[1]
-            w2 = w.reshape(w.shape[0], -1)
+            w2 = np.ones((w.shape[0], cols.shape[0]), cols.dtype)  # with the bias column when cols has ones
             d = np.ones((w2.shape[0], cols.shape[1]), cols.dtype)
             products.append((w2, cols))
             if task != "forward":
                 products.append((d, cols.T))
                 if node.inputs != ("input",):
-                    products.append((w2.T, d))
+                    products.append((w.reshape(w.shape[0], -1).T, d))
         elif node.type == "dense":
             xin, w = cache[0], cache[1]
             products.append((xin, w.T))

@@ -10,15 +10,13 @@ from .op import Op
 def _relu_forward(attrs, xs, params, buffers, train, rng):
     """x: any shape -> max(x, 0) (NaN propagates, as in PyTorch)."""
     (x,) = xs
-    out = np.empty_like(x)
-    parallel.run(lambda ns: np.maximum(x[ns], 0, out=out[ns]), x.shape[0], x.size)
+    out = parallel.elementwise(lambda o, a: np.maximum(a, 0, out=o), np.empty_like(x), x)
     return out, out, {}
 
 
 def _relu_backward(attrs, dout, out):
     # Gradient 0 at x == 0, like PyTorch's threshold_backward.
-    dx = np.empty_like(dout)
-    parallel.run(lambda ns: np.multiply(dout[ns], out[ns] > 0, out=dx[ns]), dout.shape[0], dout.size)
+    dx = parallel.elementwise(lambda d, g, o: np.multiply(g, o > 0, out=d), np.empty_like(out), dout, out)
     return [dx], {}
 
 

@@ -3,6 +3,10 @@
 Train: normalise with the batch mean and the biased batch variance; update the running stats with
 running = (1 - momentum) * running + momentum * batch, where the variance uses the UNBIASED estimate
 (n / (n - 1)), and count the batch in num_batches_tracked. Eval: normalise with the running stats.
+
+Everything runs on channel rows: the input viewed as (C, m), one row per channel, which is free for
+batch-last activations (parallel.py) and a copy otherwise. Each statistic is then a contiguous row
+reduction, and thread slices of channels are contiguous blocks.
 """
 from __future__ import annotations
 
@@ -12,64 +16,65 @@ from . import parallel
 from .op import Op
 
 
-def _stat_axes(x: np.ndarray) -> tuple[int, ...]:
+def _rows(x: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) or (N, C) -> (C, m) contiguous channel rows (a view when x is batch-last)."""
     assert x.ndim in (2, 4), f"batchnorm expects (N, F) or (N, C, H, W), got shape {x.shape}"
-    return (0,) if x.ndim == 2 else (0, 2, 3)
+    t = parallel.contiguous(parallel.batch_last(x))
+    return t.reshape(t.shape[0], -1)
 
 
-def _per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
-    """(C,) -> broadcastable against (N, C) or (N, C, H, W)."""
-    return v.reshape((1, -1) + (1,) * (ndim - 2))
+def _unrows(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Channel rows (C, m) -> the (N, C, ...) view with `shape`."""
+    return parallel.batch_first(rows.reshape(tuple(shape[1:]) + (shape[0],)))
 
 
-def _channel_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """sum over every axis but 1 of a*b, without materialising a*b: (C,)."""
-    N, C = a.shape[:2]
-    return np.einsum("ncp,ncp->c", a.reshape(N, C, -1), b.reshape(N, C, -1))
+def _row_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-row dot products of two (c, m) arrays: sum(a * b, axis=1) without materialising a * b."""
+    return np.einsum("cm,cm->c", a, b)  # measured 2x faster than np.vecdot here (which calls BLAS)
 
 
 def forward(attrs, xs, params, buffers, train, rng):
     """x: (N, C, H, W) or (N, C); weight, bias, running_mean, running_var: (C,) -> out: same as x."""
     (x,) = xs
-    axes = _stat_axes(x)
     C = x.shape[1]
     eps = attrs.get("eps", 1e-5)
     w, b = params.get("weight"), params.get("bias")
     w = np.ones(C, x.dtype) if w is None else w
     b = np.zeros(C, x.dtype) if b is None else b
+    rows = _rows(x)
+    out = np.empty_like(rows)
 
-    nd = x.ndim
-    out = np.empty_like(x)
     if not train:
         invstd = 1.0 / np.sqrt(buffers["running_var"] + eps)
         scale = w * invstd
         shift = b - buffers["running_mean"] * scale
 
         def affine(cs):
-            np.multiply(x[:, cs], _per_channel(scale[cs], nd), out=out[:, cs])
-            out[:, cs] += _per_channel(shift[cs], nd)
+            np.multiply(rows[cs], scale[cs, None], out=out[cs])
+            out[cs] += shift[cs, None]
 
-        parallel.run(affine, C, x.size)
-        return out, ("eval", x, buffers["running_mean"], invstd, w, params.get("weight") is not None), {}
+        parallel.run(affine, C, rows.size)
+        cache = ("eval", rows, buffers["running_mean"], invstd, w, params.get("weight") is not None)
+        return _unrows(out, x.shape), cache, {}
 
-    m = x.size // C
+    m = rows.shape[1]
     if m < 2:
         raise ValueError(f"batchnorm in training needs more than 1 value per channel, got input shape {x.shape}")
     # Every channel is independent, so each thread normalises a slice of channels from start to end.
-    xc = np.empty_like(x)
+    xc = np.empty_like(rows)
     mean = np.empty(C, x.dtype)
     var = np.empty(C, x.dtype)
 
     def normalise(cs):
-        xs, xcs = x[:, cs], xc[:, cs]
-        mean[cs] = xs.mean(axis=axes)
-        np.subtract(xs, _per_channel(mean[cs], nd), out=xcs)
-        var[cs] = _channel_dot(xcs, xcs) / m  # biased: what normalises
+        r, xcs = rows[cs], xc[cs]
+        mean[cs] = r.mean(axis=1)
+        np.subtract(r, mean[cs, None], out=xcs)
+        var[cs] = _row_dot(xcs, xcs) / m  # biased: what normalises
         # out = (xc * invstd) * w + b folded into one per-channel scale: xhat is never materialised.
-        np.multiply(xcs, _per_channel(w[cs] / np.sqrt(var[cs] + eps), nd), out=out[:, cs])
-        out[:, cs] += _per_channel(b[cs], nd)
+        np.multiply(xcs, (w[cs] / np.sqrt(var[cs] + eps))[:, None], out=out[cs])
+        out[cs] += b[cs, None]
 
-    parallel.run(normalise, C, x.size)
+    parallel.run(normalise, C, rows.size)
     invstd = 1.0 / np.sqrt(var + eps)
 
     momentum = attrs.get("momentum", 0.1)
@@ -81,42 +86,40 @@ def forward(attrs, xs, params, buffers, train, rng):
         "running_var": (1 - momentum) * buffers["running_var"] + momentum * (var * (m / (m - 1))),
         "num_batches_tracked": np.asarray(tracked + 1, dtype=np.int64),
     }
-    return out, ("train", xc, invstd, w, params.get("weight") is not None), updates
+    return _unrows(out, x.shape), ("train", xc, invstd, w, params.get("weight") is not None), updates
 
 
 def backward(attrs, dout, cache):
     """dout: like x -> dx, dweight (C,), dbias (C,) (no dparams when the layer has no affine params)."""
-    axes = _stat_axes(dout)
-    nd = dout.ndim
-    db = dout.sum(axis=axes)
+    g = _rows(dout)
+    C, m = g.shape
+    db = g.sum(axis=1)
     if cache[0] == "eval":
-        _, x, mean, invstd, w, affine = cache
-        dx = dout * _per_channel(w * invstd, nd)
+        _, rows, mean, invstd, w, affine = cache
+        dx = g * (w * invstd)[:, None]
         dparams = {}
         if affine:
-            xhat = (x - _per_channel(mean, nd)) * _per_channel(invstd, nd)
-            dparams = {"weight": _channel_dot(dout, xhat), "bias": db}
-        return [dx], dparams
+            xhat = (rows - mean[:, None]) * invstd[:, None]
+            dparams = {"weight": _row_dot(g, xhat), "bias": db}
+        return [_unrows(dx, dout.shape)], dparams
     _, xc, invstd, w, affine = cache
-    m = dout.size // dout.shape[1]
-    C = dout.shape[1]
     dw = np.empty(C, dout.dtype)
-    dx = np.empty_like(dout)
+    dx = np.empty_like(g)
 
     def grad(cs):
-        g, xcs, dxs = dout[:, cs], xc[:, cs], dx[:, cs]
+        gs, xcs, dxs = g[cs], xc[cs], dx[cs]
         inv = invstd[cs]
-        dw[cs] = _channel_dot(g, xcs) * inv  # sum(dout * xhat)
+        dw[cs] = _row_dot(gs, xcs) * inv  # sum(dout * xhat)
         # The batch statistics depend on every x: dx = w*invstd * (dout - mean(dout) - xhat*mean(dout*xhat)),
         # with xhat = xc*invstd, evaluated as ((xc*k + mean(dout)) subtracted from dout) * w*invstd.
-        np.multiply(xcs, _per_channel(inv * dw[cs] / m, nd), out=dxs)
-        dxs += _per_channel(db[cs] / m, nd)
-        np.subtract(g, dxs, out=dxs)
-        dxs *= _per_channel(w[cs] * inv, nd)
+        np.multiply(xcs, (inv * dw[cs] / m)[:, None], out=dxs)
+        dxs += (db[cs] / m)[:, None]
+        np.subtract(gs, dxs, out=dxs)
+        dxs *= (w[cs] * inv)[:, None]
 
-    parallel.run(grad, C, dout.size)
+    parallel.run(grad, C, g.size)
     dparams = {"weight": dw, "bias": db} if affine else {}
-    return [dx], dparams
+    return [_unrows(dx, dout.shape)], dparams
 
 
 batchnorm = Op("batchnorm", forward, backward)

@@ -1,4 +1,5 @@
-"""Run memory-bound NumPy passes on every core by splitting them into independent slices.
+"""Run memory-bound NumPy passes on every core by splitting them into independent slices, and the
+memory layout those passes rely on.
 
 NumPy releases the GIL inside ufunc loops, reductions and copies, so threads that work on disjoint
 slices of large arrays run at the same time. Ops use this for passes that BLAS does not parallelise
@@ -7,12 +8,21 @@ Every slice computes exactly what the whole-array code would for its elements, s
 on the thread count (reductions are split only along axes they do not reduce over).
 
 Threads: CNNSPEC_NUM_THREADS, else OMP_NUM_THREADS, else the CPUs this process may run on.
+
+Layout: activations are indexed (N, C, H, W) (or (N, F)) everywhere, but ops store them batch-last in
+memory, (C, H, W, N) contiguous, and hand out the (N, C, H, W) view of it (`batch_first`). That is the
+order conv's GEMM writes (rows: filters, columns: output pixels x batch), so no op needs a transpose
+copy; each channel is one contiguous block for batch norm; and the window slices of conv and pooling
+run along contiguous (W, N) rows instead of short W rows. Every op accepts any strides: the layout only
+decides speed.
 """
 from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, TypeVar
+
+import numpy as np
 
 T = TypeVar("T")
 
@@ -39,6 +49,48 @@ def slices(n: int, elements: int) -> list[slice]:
     k = max(1, min(num_threads(), n, elements // MIN_ELEMENTS_PER_SLICE))
     bounds = [n * i // k for i in range(k + 1)]
     return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
+def batch_last(x: np.ndarray) -> np.ndarray:
+    """(N, C, ...) -> the (C, ..., N) view of the same memory (contiguous when x is stored batch-last)."""
+    return np.moveaxis(x, 0, -1)
+
+
+def batch_first(t: np.ndarray) -> np.ndarray:
+    """(C, ..., N) -> its (N, C, ...) view; the inverse of batch_last."""
+    return np.moveaxis(t, -1, 0)
+
+
+def contiguous(a: np.ndarray) -> np.ndarray:
+    """a itself when C-contiguous, else a C-contiguous copy made in parallel."""
+    return a if a.flags.c_contiguous else copy(a)
+
+
+def flat(a: np.ndarray) -> np.ndarray | None:
+    """A 1-D view of a's memory when a is contiguous in some axis order (in the order of decreasing
+    strides), else None. Two arrays with the same strides get views whose elements correspond."""
+    order = sorted(range(a.ndim), key=lambda i: -a.strides[i])
+    t = a.transpose(order)
+    return t.reshape(-1) if t.flags.c_contiguous else None
+
+
+def elementwise(fn: Callable[..., object], out: np.ndarray, *inputs: np.ndarray) -> np.ndarray:
+    """fn(out_part, *input_parts) over matching parts of equally shaped arrays, in parallel when they
+    share one contiguous layout (else one call on the whole arrays); returns out."""
+    if all(a.strides == out.strides for a in inputs):
+        views = [flat(a) for a in (out, *inputs)]
+        if all(v is not None for v in views):
+            run(lambda s: fn(*(v[s] for v in views)), out.size, out.size)
+            return out
+    fn(out, *inputs)
+    return out
+
+
+def copy(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of a, first-axis slices in parallel."""
+    out = np.empty(a.shape, a.dtype)
+    run(lambda s: np.copyto(out[s], a[s]), a.shape[0], a.size)
+    return out
 
 
 def run(fn: Callable[[slice], T], n: int, elements: int) -> list[T]:

@@ -1,18 +1,18 @@
 """Max, average and global average pooling (PyTorch MaxPool2d / AvgPool2d / AdaptiveAvgPool2d(1)).
 
 Both windowed pools loop over the kh*kw kernel offsets, never over pixels: for one offset, the inputs
-seen by every output position form one strided slice of the padded input. Max pool copies those slices
-once into contiguous slabs (kh*kw, N, C, OH, OW) since it makes several passes over each; this one path
-covers stride == kernel (no padding copy is made then) as well as padding, dilation and ceil_mode.
+seen by every output position form one strided slice of the padded batch-last input (C, Hp, Wp, N),
+whose rows run along the batch, so the passes work on those views directly. This one path covers
+stride == kernel (no padding copy is made then) as well as padding, dilation and ceil_mode.
 """
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from ..shapes import window_out
 from . import parallel
 from .op import Op
+from .parallel import batch_first, batch_last
 from .windows import offset_slices, pad_constant
 
 
@@ -40,25 +40,17 @@ def _geometry(attrs, hw):
 # ---------------------------------------------------------------- max pool
 
 
-def _gather_windows(xp, kernel, stride, dilation, out_hw) -> np.ndarray:
-    """xp: (N, C, Hp, Wp) -> (kh*kw, N, C, OH, OW): one contiguous copy per kernel offset.
-
-    One strided gather up front makes every later pass contiguous; passes over strided slices
-    (every other column) cost several times more in NumPy.
-    """
-    N, C = xp.shape[:2]
-    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
-    sN, sC, sH, sW = xp.strides
-    view = as_strided(xp, (kh, kw, N, C, oh, ow), (dh * sH, dw * sW, sN, sC, sh * sH, sw * sW), writeable=False)
-    return np.ascontiguousarray(view).reshape(kh * kw, N, C, oh, ow)
-
-
 def _index_dtype(kernel) -> type:
     return np.uint8 if kernel[0] * kernel[1] <= 256 else np.int32
 
 
-def _max_and_argmax(windows: np.ndarray, out: np.ndarray, argmax: np.ndarray) -> None:
-    """windows: (K, ...) -> out = max over K, argmax = index of the FIRST maximum, as PyTorch's CPU kernel.
+def _windows(tp: np.ndarray, kernel, stride, dilation, out_hw) -> list[np.ndarray]:
+    """tp: (C, Hp, Wp, N) -> the kh*kw views (C, OH, OW, N) of what each kernel offset sees."""
+    return [tp[offset_slices(i, j, out_hw, stride, dilation)] for i in range(kernel[0]) for j in range(kernel[1])]
+
+
+def _max_and_argmax(windows: list[np.ndarray], out: np.ndarray, argmax: np.ndarray) -> None:
+    """windows: K views -> out = max over K, argmax = index of the FIRST maximum, as PyTorch's CPU kernel.
 
     Branch-free: offset k wins where it is strictly greater than the best so far (ties keep the
     earlier one), and since k grows, the winning index is a running maximum of k*won. A NaN wins and
@@ -79,35 +71,34 @@ def _max_and_argmax(windows: np.ndarray, out: np.ndarray, argmax: np.ndarray) ->
             np.copyto(best, windows[k], where=won)
 
 
-def _maxpool_argmax(attrs, x: np.ndarray, out: np.ndarray | None = None):
-    """x: (N, C, H, W) -> (out, argmax), batch slices on separate threads."""
+def _maxpool(attrs, x: np.ndarray, with_argmax: bool):
+    """x: (N, C, H, W) -> (out (N, C, OH, OW) batch-last, argmax (C, OH, OW, N) or None); channel
+    slices on separate threads."""
     kernel, stride, _, dilation, out_hw, reach = _geometry(attrs, x.shape[2:])
-    shape = x.shape[:2] + out_hw
-    out = np.empty(shape, x.dtype) if out is None else out
-    argmax = np.empty(shape, _index_dtype(kernel))
+    t = batch_last(x)
+    shape = (t.shape[0],) + out_hw + (t.shape[3],)
+    out = np.empty(shape, x.dtype)
+    argmax = np.empty(shape, _index_dtype(kernel)) if with_argmax else None
 
-    def pool(ns):
-        windows = _gather_windows(pad_constant(x[ns], reach, -np.inf), kernel, stride, dilation, out_hw)
-        _max_and_argmax(windows, out[ns], argmax[ns])
+    def pool(cs):
+        windows = _windows(pad_constant(t[cs], reach, -np.inf), kernel, stride, dilation, out_hw)
+        if with_argmax:
+            _max_and_argmax(windows, out[cs], argmax[cs])
+        else:
+            np.copyto(out[cs], windows[0])
+            for w in windows[1:]:
+                np.maximum(out[cs], w, out=out[cs])
 
-    parallel.run(pool, x.shape[0], x.size)
-    return out, argmax
+    parallel.run(pool, t.shape[0], t.size)
+    return batch_first(out), argmax
 
 
 def _maxpool_forward(attrs, xs, params, buffers, train, rng):
-    """x: (N, C, H, W) -> out: (N, C, OH, OW); padding counts as -inf."""
+    """x: (N, C, H, W) -> out: (N, C, OH, OW), batch-last; padding counts as -inf."""
     (x,) = xs
     if not train:
-        kernel, stride, _, dilation, out_hw, reach = _geometry(attrs, x.shape[2:])
-        out = np.empty(x.shape[:2] + out_hw, x.dtype)
-
-        def pool(ns):
-            windows = _gather_windows(pad_constant(x[ns], reach, -np.inf), kernel, stride, dilation, out_hw)
-            windows.max(axis=0, out=out[ns])
-
-        parallel.run(pool, x.shape[0], x.size)
-        return out, ("eval", x), {}  # backward (rare in eval) recomputes the argmax
-    out, argmax = _maxpool_argmax(attrs, x)
+        return _maxpool(attrs, x, with_argmax=False)[0], ("eval", x), {}  # backward (rare) recomputes argmax
+    out, argmax = _maxpool(attrs, x, with_argmax=True)
     return out, ("train", argmax, x.shape), {}
 
 
@@ -115,41 +106,40 @@ def _maxpool_backward(attrs, dout, cache):
     """dout: (N, C, OH, OW) -> dx: (N, C, H, W); each window's gradient goes to its first maximum."""
     if cache[0] == "eval":
         x = cache[1]
-        argmax, x_shape = _maxpool_argmax(attrs, x)[1], x.shape
+        argmax, x_shape = _maxpool(attrs, x, with_argmax=True)[1], x.shape
     else:
         _, argmax, x_shape = cache
     kernel, stride, _, dilation, out_hw, reach = _geometry(attrs, x_shape[2:])
-    H, W = x_shape[2:]
-    xp_shape = x_shape[:2] + (reach[0] + H + reach[2], reach[1] + W + reach[3])
-    # Windows that do not overlap write each element at most once: write instead of accumulate.
+    N, C, H, W = x_shape
+    tp_shape = (C, reach[0] + H + reach[2], reach[1] + W + reach[3], N)
+    # Windows that do not overlap write each element at most once: write instead of accumulate, and
+    # when they also tile the whole padded input, every element is written: no zero fill is needed.
     # (dout * mask rather than a masked copy: a random mask makes masked copies branchy and slow.)
     span = (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
     disjoint = span[0] <= stride[0] and span[1] <= stride[1]
-    dxp = np.zeros(xp_shape, dtype=dout.dtype)
+    tiled = span == stride and (out_hw[0] * stride[0], out_hw[1] * stride[1]) == tp_shape[1:3]
+    dtp = (np.empty if tiled else np.zeros)(tp_shape, dtype=dout.dtype)
+    g_all = batch_last(dout)
 
-    def scatter(ns):
-        g, a, d = dout[ns], argmax[ns], dxp[ns]
-        k = 0
-        for i in range(kernel[0]):
-            for j in range(kernel[1]):
-                target = d[offset_slices(i, j, out_hw, stride, dilation)]
-                if disjoint:
-                    np.multiply(g, a == k, out=target)
-                else:
-                    target += g * (a == k)
-                k += 1
+    def scatter(cs):
+        g, a, d = g_all[cs], argmax[cs], dtp[cs]
+        for k, target in enumerate(_windows(d, kernel, stride, dilation, out_hw)):
+            if disjoint:
+                np.multiply(g, a == k, out=target)
+            else:
+                target += g * (a == k)
 
-    parallel.run(scatter, x_shape[0], dxp.size)
-    if xp_shape == x_shape:
-        return [dxp], {}
-    return [np.ascontiguousarray(dxp[:, :, reach[0]:reach[0] + H, reach[1]:reach[1] + W])], {}
+    parallel.run(scatter, C, dtp.size)
+    if tp_shape[1:3] == (H, W):
+        return [batch_first(dtp)], {}
+    return [batch_first(np.ascontiguousarray(dtp[:, reach[0]:reach[0] + H, reach[1]:reach[1] + W]))], {}
 
 
 # ---------------------------------------------------------------- average pool
 
 
 def _avg_divisor(attrs, hw, kernel, stride, pads, out_hw, dtype) -> np.ndarray:
-    """(OH, OW) divisors, PyTorch's rule exactly.
+    """(OH, OW, 1) divisors, PyTorch's rule exactly (the trailing 1 broadcasts over the batch).
 
     Per axis: start = o*s - pad_begin, end = min(start + k, size + pad_end): the window clipped to the
     declared padding (a ceil_mode overhang never counts). count_include_pad divides by that length,
@@ -164,38 +154,36 @@ def _avg_divisor(attrs, hw, kernel, stride, pads, out_hw, dtype) -> np.ndarray:
             lengths.append(end - start)
         else:
             lengths.append(np.minimum(end, size) - np.maximum(start, 0))
-    return np.multiply.outer(*lengths).astype(dtype)
+    return np.multiply.outer(*lengths).astype(dtype)[:, :, None]
 
 
 def _avgpool_forward(attrs, xs, params, buffers, train, rng):
-    """x: (N, C, H, W) -> out: (N, C, OH, OW)."""
+    """x: (N, C, H, W) -> out: (N, C, OH, OW), batch-last."""
     (x,) = xs
     kernel, stride, pads, dilation, out_hw, reach = _geometry(attrs, x.shape[2:])
     assert dilation == (1, 1), "avgpool has no dilation"
-    xp = pad_constant(x, reach, 0.0)
-    out = xp[offset_slices(0, 0, out_hw, stride)].copy()
-    for i in range(kernel[0]):
-        for j in range(kernel[1]):
-            if i or j:
-                out += xp[offset_slices(i, j, out_hw, stride)]
+    tp = pad_constant(batch_last(x), reach, 0.0)
+    windows = _windows(tp, kernel, stride, dilation, out_hw)
+    out = windows[0].copy()
+    for w in windows[1:]:
+        out += w
     divisor = _avg_divisor(attrs, x.shape[2:], kernel, stride, pads, out_hw, x.dtype)
     out /= divisor
-    return out, (x.shape, xp.shape, divisor), {}
+    return batch_first(out), (x.shape, tp.shape, divisor), {}
 
 
 def _avgpool_backward(attrs, dout, cache):
     """dout: (N, C, OH, OW) -> dx: (N, C, H, W)."""
-    x_shape, xp_shape, divisor = cache
-    kernel, stride, _, _, out_hw, reach = _geometry(attrs, x_shape[2:])
-    g = dout / divisor
-    dxp = np.zeros(xp_shape, dtype=dout.dtype)
-    for i in range(kernel[0]):
-        for j in range(kernel[1]):
-            dxp[offset_slices(i, j, out_hw, stride)] += g
+    x_shape, tp_shape, divisor = cache
+    kernel, stride, _, dilation, out_hw, reach = _geometry(attrs, x_shape[2:])
+    g = batch_last(dout) / divisor
+    dtp = np.zeros(tp_shape, dtype=dout.dtype)
+    for target in _windows(dtp, kernel, stride, dilation, out_hw):
+        target += g
     H, W = x_shape[2:]
-    if xp_shape == x_shape:
-        return [dxp], {}
-    return [np.ascontiguousarray(dxp[:, :, reach[0]:reach[0] + H, reach[1]:reach[1] + W])], {}
+    if tp_shape[1:3] == (H, W):
+        return [batch_first(dtp)], {}
+    return [batch_first(np.ascontiguousarray(dtp[:, reach[0]:reach[0] + H, reach[1]:reach[1] + W]))], {}
 
 
 # ---------------------------------------------------------------- global average pool

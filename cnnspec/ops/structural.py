@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .op import Op
+from .parallel import batch_first, batch_last
 
 
 def _flatten_forward(attrs, xs, params, buffers, train, rng):
@@ -38,11 +39,13 @@ def _concat_forward(attrs, xs, params, buffers, train, rng):
     """xs: two or more (N, C_i, H, W) or (N, F_i) -> out: concatenated along axis 1."""
     assert len(xs) >= 2, f"concat needs >= 2 inputs, got {len(xs)}"
     sizes = [x.shape[1] for x in xs]
-    return np.concatenate(xs, axis=1), np.cumsum(sizes)[:-1], {}
+    # Along axis 0 of the batch-last views: each input is one contiguous block of the output.
+    out = batch_first(np.concatenate([batch_last(x) for x in xs], axis=0))
+    return out, np.cumsum(sizes)[:-1], {}
 
 
 def _concat_backward(attrs, dout, splits):
-    return np.split(dout, splits, axis=1), {}
+    return [batch_first(part) for part in np.split(batch_last(dout), splits, axis=0)], {}
 
 
 flatten = Op("flatten", _flatten_forward, _flatten_backward)
