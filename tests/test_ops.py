@@ -241,6 +241,54 @@ def test_float32_stays_float32_and_inputs_are_not_mutated(case):
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
 
 
+def _stored(a: np.ndarray, layout: str) -> np.ndarray:
+    """The same values as a, in another memory layout: batch-last (the engine's), or a strided view."""
+    if layout == "batch_last":
+        return np.moveaxis(np.ascontiguousarray(np.moveaxis(a, 0, -1)), -1, 0)
+    big = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
+    big[..., ::2] = a
+    return big[..., ::2]  # every other element: neither C- nor batch-last-contiguous
+
+
+@pytest.mark.parametrize("layout", ["batch_last", "strided"])
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_memory_layout_does_not_change_results(case, layout):
+    """Ops index arrays as (N, C, H, W) whatever their strides: the engine stores activations batch-last
+    (ops/parallel.py), the model input and flatten's gradient arrive batch-first, and every op must give
+    the same numbers for all of them."""
+    op, attrs, xs, params, buffers, train = make_case(case)
+    impl = OPS[op]
+    out, cache, updates = impl.forward(attrs, xs, params, buffers, train, np.random.default_rng(0))
+    g = np.random.default_rng(1).standard_normal(out.shape)
+    dxs, dparams = impl.backward(attrs, g, cache)
+
+    xs2 = [_stored(x, layout) for x in xs]
+    out2, cache2, updates2 = impl.forward(attrs, xs2, params, buffers, train, np.random.default_rng(0))
+    dxs2, dparams2 = impl.backward(attrs, _stored(g, layout), cache2)
+    close = dict(rtol=1e-14, atol=1e-15)  # reductions may sum in another order; nothing else may differ
+    np.testing.assert_allclose(out2, out, **close)
+    for a, b in zip(dxs2, dxs):
+        np.testing.assert_allclose(a, b, **close)
+    for k in dparams:
+        np.testing.assert_allclose(dparams2[k], dparams[k], **close)
+    for k in updates:
+        np.testing.assert_allclose(updates2[k], updates[k], **close)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[1] in ("conv2d", "batchnorm", "relu", "maxpool", "avgpool",
+                                                               "add", "concat") and len(c[3][0]) == 4],
+                         ids=lambda c: c[0])
+def test_ops_keep_activations_batch_last(case):
+    """The speed contract of ops/parallel.py: from a batch-last input (as a conv produces), these ops
+    return a batch-last output and gradient, so nothing downstream pays for a transpose copy."""
+    op, attrs, xs, params, buffers, train = make_case(case)
+    xs = [_stored(x, "batch_last") for x in xs]
+    out, cache, _ = OPS[op].forward(attrs, xs, params, buffers, train, np.random.default_rng(0))
+    dxs, _ = OPS[op].backward(attrs, _stored(np.ones(out.shape), "batch_last"), cache)
+    for a in [out] + [dx for dx in dxs if dx is not None]:
+        assert np.moveaxis(a, 0, -1).flags.c_contiguous, f"{op}: {a.shape} stored with strides {a.strides}"
+
+
 def test_batchnorm_updates_only_in_train_mode():
     op, attrs, xs, params, buffers, _ = make_case(next(c for c in CASES if c[0] == "batchnorm_4d_train"))
     rng = np.random.default_rng(0)

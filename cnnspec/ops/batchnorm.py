@@ -93,22 +93,23 @@ def backward(attrs, dout, cache):
     """dout: like x -> dx, dweight (C,), dbias (C,) (no dparams when the layer has no affine params)."""
     g = _rows(dout)
     C, m = g.shape
-    db = g.sum(axis=1)
     if cache[0] == "eval":
         _, rows, mean, invstd, w, affine = cache
         dx = g * (w * invstd)[:, None]
         dparams = {}
         if affine:
             xhat = (rows - mean[:, None]) * invstd[:, None]
-            dparams = {"weight": _row_dot(g, xhat), "bias": db}
+            dparams = {"weight": _row_dot(g, xhat), "bias": g.sum(axis=1)}
         return [_unrows(dx, dout.shape)], dparams
     _, xc, invstd, w, affine = cache
+    db = np.empty(C, dout.dtype)
     dw = np.empty(C, dout.dtype)
     dx = np.empty_like(g)
 
     def grad(cs):
         gs, xcs, dxs = g[cs], xc[cs], dx[cs]
         inv = invstd[cs]
+        db[cs] = gs.sum(axis=1)
         dw[cs] = _row_dot(gs, xcs) * inv  # sum(dout * xhat)
         # The batch statistics depend on every x: dx = w*invstd * (dout - mean(dout) - xhat*mean(dout*xhat)),
         # with xhat = xc*invstd, evaluated as ((xc*k + mean(dout)) subtracted from dout) * w*invstd.
