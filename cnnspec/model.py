@@ -2,7 +2,8 @@
 
 State lives in dicts keyed by PyTorch state_dict names (params, buffers, optimizer velocity); ops in
 cnnspec/ops are stateless. Arrays on the public boundary are in the spec's layout (CHW or HWC) with the
-batch first; internally everything is NCHW and the boundary transposes.
+batch first; internally everything is indexed NCHW (stored batch-last in memory, see ops/parallel.py)
+and the boundary transposes.
 """
 from __future__ import annotations
 

@@ -79,8 +79,8 @@ def backward(attrs, dout, cache, need_dx=True):
 
     # (F, OH, OW, N): a view when dout is batch-last, as the ops after a conv return it
     d = parallel.contiguous(batch_last(dout)).reshape(F, -1)
-    rows = C // G * kh * kw
     if G == 1:
+        rows = C * kh * kw
         dwb = (cols @ d.T).T  # the same product; this operand order runs ~15% faster in OpenBLAS here
         dparams = {"weight": dwb[:, :rows].reshape(w.shape)}
         if has_bias:

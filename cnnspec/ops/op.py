@@ -6,9 +6,10 @@ backward(attrs, dout, cache, need_dx=False) -> ([None], dparams)    only ops wit
 
 `attrs` are the schema's resolved attributes; `params` and `buffers` use local names ("weight", "bias",
 "running_mean", ...) and are never mutated: an op that changes state (batchnorm) returns the new arrays in
-`buffer_updates`. Outputs keep the input's dtype (float32 or float64). Gradients returned by backward may
-share memory with `dout` or with each other (add hands every input the same `dout`), so callers must
-treat them as read-only and accumulate out of place (`g = g + dx`).
+`buffer_updates`. Outputs keep the input's dtype (float32 or float64). Arrays are indexed (N, C, H, W)
+or (N, F) whatever their strides; 4-D outputs and gradients are stored batch-last (see parallel.py).
+Gradients returned by backward may share memory with `dout` or with each other (add hands every input
+the same `dout`), so callers must treat them as read-only and accumulate out of place (`g = g + dx`).
 """
 from __future__ import annotations
 
