@@ -37,6 +37,14 @@ def _geometry(attrs, hw):
     return kernel, stride, pads, dilation, (oh, ow), reach_pads
 
 
+def _unpad(dtp: np.ndarray, reach, hw) -> np.ndarray:
+    """Gradient of the padded batch-last input (C, Hp, Wp, N) -> dx (N, C, H, W), stored batch-last."""
+    if dtp.shape[1:3] == tuple(hw):
+        return batch_first(dtp)
+    (H, W), (pt, pl) = hw, reach[:2]
+    return batch_first(np.ascontiguousarray(dtp[:, pt:pt + H, pl:pl + W]))
+
+
 # ---------------------------------------------------------------- max pool
 
 
@@ -130,9 +138,7 @@ def _maxpool_backward(attrs, dout, cache):
                 target += g * (a == k)
 
     parallel.run(scatter, C, dtp.size)
-    if tp_shape[1:3] == (H, W):
-        return [batch_first(dtp)], {}
-    return [batch_first(np.ascontiguousarray(dtp[:, reach[0]:reach[0] + H, reach[1]:reach[1] + W]))], {}
+    return [_unpad(dtp, reach, (H, W))], {}
 
 
 # ---------------------------------------------------------------- average pool
@@ -181,9 +187,7 @@ def _avgpool_backward(attrs, dout, cache):
     for target in _windows(dtp, kernel, stride, dilation, out_hw):
         target += g
     H, W = x_shape[2:]
-    if tp_shape[1:3] == (H, W):
-        return [batch_first(dtp)], {}
-    return [batch_first(np.ascontiguousarray(dtp[:, reach[0]:reach[0] + H, reach[1]:reach[1] + W]))], {}
+    return [_unpad(dtp, reach, (H, W))], {}
 
 
 # ---------------------------------------------------------------- global average pool
