@@ -84,6 +84,9 @@ CASES = [
     ("maxpool_dilation", "maxpool", pool_attrs((2, 2), stride=(1, 1), dilation=(2, 2), pads=(1, 1, 1, 1)),
      [(1, 2, 5, 5)], {}),
     ("maxpool_ceil_hang", "maxpool", pool_attrs((2, 2), ceil_mode=True), [(1, 2, 5, 7)], {}),
+    # Windows with holes (dilation) that step by their span: they never overlap, yet leave inputs
+    # that no window reads, whose gradient must be 0.
+    ("maxpool_dilation_gaps", "maxpool", pool_attrs((2, 2), stride=(3, 3), dilation=(2, 2)), [(2, 2, 6, 6)], {}),
     ("maxpool_ceil_pad", "maxpool", pool_attrs((3, 3), stride=(2, 2), pads=(1, 1, 1, 1), ceil_mode=True),
      [(1, 2, 6, 8)], {}),
 ] + [

@@ -125,7 +125,8 @@ def _maxpool_backward(attrs, dout, cache):
     # (dout * mask rather than a masked copy: a random mask makes masked copies branchy and slow.)
     span = (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
     disjoint = span[0] <= stride[0] and span[1] <= stride[1]
-    tiled = span == stride and (out_hw[0] * stride[0], out_hw[1] * stride[1]) == tp_shape[1:3]
+    tiled = (dilation == (1, 1) and kernel == stride  # windows without holes, side by side
+             and (out_hw[0] * stride[0], out_hw[1] * stride[1]) == tp_shape[1:3])
     dtp = (np.empty if tiled else np.zeros)(tp_shape, dtype=dout.dtype)
     g_all = batch_last(dout)
 
