@@ -111,14 +111,7 @@ def backward(attrs, dout, cache, need_dx=True):
                 target[offset_slices(i, j, (oh, ow), stride, dilation)] += source[:, i, j]
 
     parallel.run(col2im, C, dtp.size * kh * kw)
-    if not any(pads):
-        return [batch_first(dtp)], dparams
-    if mode == "zeros":
-        dt = np.empty((C, H, W, N), dtype=dout.dtype)
-        parallel.run(lambda cs: np.copyto(dt[cs], dtp[cs, pt:pt + H, pl:pl + W]), C, dt.size)
-    else:
-        dt = unpad_grad(dtp, (H, W), pads, mode)
-    return [batch_first(dt)], dparams
+    return [batch_first(unpad_grad(dtp, (H, W), pads, mode))], dparams
 
 
 conv2d = Op("conv2d", forward, backward, skips_dx=True)

@@ -13,7 +13,7 @@ from ..shapes import window_out
 from . import parallel
 from .op import Op
 from .parallel import batch_first, batch_last
-from .windows import offset_slices, pad_constant
+from .windows import offset_slices, pad_constant, unpad_grad
 
 
 def _geometry(attrs, hw):
@@ -35,14 +35,6 @@ def _geometry(attrs, hw):
     reach_w = (ow - 1) * stride[1] + dilation[1] * (kernel[1] - 1) + 1
     reach_pads = (pads[0], pads[1], max(reach_h - pads[0] - H, 0), max(reach_w - pads[1] - W, 0))
     return kernel, stride, pads, dilation, (oh, ow), reach_pads
-
-
-def _unpad(dtp: np.ndarray, reach, hw) -> np.ndarray:
-    """Gradient of the padded batch-last input (C, Hp, Wp, N) -> dx (N, C, H, W), stored batch-last."""
-    if dtp.shape[1:3] == tuple(hw):
-        return batch_first(dtp)
-    (H, W), (pt, pl) = hw, reach[:2]
-    return batch_first(np.ascontiguousarray(dtp[:, pt:pt + H, pl:pl + W]))
 
 
 # ---------------------------------------------------------------- max pool
@@ -139,7 +131,7 @@ def _maxpool_backward(attrs, dout, cache):
                 target += g * (a == k)
 
     parallel.run(scatter, C, dtp.size)
-    return [_unpad(dtp, reach, (H, W))], {}
+    return [batch_first(unpad_grad(dtp, (H, W), reach, "zeros"))], {}
 
 
 # ---------------------------------------------------------------- average pool
@@ -188,7 +180,7 @@ def _avgpool_backward(attrs, dout, cache):
     for target in _windows(dtp, kernel, stride, dilation, out_hw):
         target += g
     H, W = x_shape[2:]
-    return [_unpad(dtp, reach, (H, W))], {}
+    return [batch_first(unpad_grad(dtp, (H, W), reach, "zeros"))], {}
 
 
 # ---------------------------------------------------------------- global average pool

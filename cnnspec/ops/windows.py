@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import parallel
+
 # PyTorch's padding_mode names -> np.pad's.
 NP_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
@@ -45,16 +47,18 @@ def pad_mode(t: np.ndarray, pads: tuple[int, int, int, int], mode: str) -> np.nd
 
 
 def unpad_grad(dtp: np.ndarray, hw: tuple[int, int], pads: tuple[int, int, int, int], mode: str) -> np.ndarray:
-    """Gradient w.r.t. t of `pad_mode(t)`: dtp (C, Hp, Wp, N) -> dt (C, H, W, N), contiguous.
+    """Gradient w.r.t. t of `pad_mode(t)`: dtp (C, Hp, Wp, N) -> dt (C, H, W, N), contiguous (dtp itself
+    when there is no padding).
 
-    Zero padding just crops. Other modes copy input pixels into the border, so each border value's
-    gradient is added back onto the pixel it was copied from; np.pad of an index range gives exactly
-    that source map, which keeps the backward consistent with the forward by construction.
+    Zero padding just crops (a copy split over threads). Other modes copy input pixels into the border,
+    so each border value's gradient is added back onto the pixel it was copied from; np.pad of an index
+    range gives exactly that source map, which keeps the backward consistent with the forward by
+    construction.
     """
     H, W = hw
     pt, pl, pb, pr = pads
     if mode == "zeros" or not (pt or pl or pb or pr):
-        return np.ascontiguousarray(dtp[:, pt:pt + H, pl:pl + W])
+        return parallel.contiguous(dtp[:, pt:pt + H, pl:pl + W])
     np_mode = NP_PAD_MODE[mode]
     # Fold the columns first, then the rows; each fold touches only the (few) padded lines.
     src_w = np.pad(np.arange(W), (pl, pr), mode=np_mode)
