@@ -248,6 +248,8 @@ def write_markdown(rows, repeats, peers) -> None:
               "PyTorch's rows vary more (its OpenMP threads; some rows changed by 2-3x between two runs), so "
               "rerun before drawing conclusions from a single PyTorch row.",
               "",
+              "`python benchmarks/profile_ops.py [SPEC]` splits one model's time by op and direction.",
+              "",
               "cnnspec's memory includes every layer's activation, kept for `model.activations` (the point of a "
               "teaching engine), and the im2col buffers."]
     (ROOT / "docs" / "benchmarks.md").write_text("\n".join(lines) + "\n")

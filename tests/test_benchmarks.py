@@ -31,3 +31,16 @@ def test_target_status_reads_the_bench_cnn_rows():
         "- bench-cnn forward float32 vs onnxruntime: **5.00x** (target <= 2.0x, not met); the GEMMs alone are 1.50x.",
     ]
     assert bench._target_status(rows[2:]) == []
+
+
+def test_profile_ops_prints_every_op_of_the_step(capsys):
+    import profile_ops
+    from cnnspec.ops import OPS
+    before = dict(OPS)
+    profile_ops.main(["--batch", "4", "--repeats", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("bench_cnn, batch 4, float64 train_step:")
+    timed = {tuple(line.split()[:2]) for line in lines[1:]}
+    for op in ("conv2d", "batchnorm", "relu", "maxpool", "flatten", "dense"):
+        assert {(op, "forward"), (op, "backward")} <= timed
+    assert OPS == before  # the timers are taken off again
