@@ -9,20 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
-from .files import atomic_write
+from .files import atomic_write, open_input
+from .text import printable
 
 MAX_FILE_BYTES = 2 * 1024**3
 MAX_ELEMENTS = MAX_FILE_BYTES // 8  # what the largest file could hold in float64
-
-
-def _check_file(path: Path, what: str) -> None:
-    if not path.exists():
-        raise DataError(f"{path}: {what} file not found")
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected a {what} file")
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise DataError(f"{path}: {what} file is {size:,} bytes; the limit is {MAX_FILE_BYTES:,}")
 
 
 def check_numeric(a: np.ndarray, label: str, finite: bool = True) -> np.ndarray:
@@ -34,11 +25,6 @@ def check_numeric(a: np.ndarray, label: str, finite: bool = True) -> np.ndarray:
         raise DataError(f"{label}: contains {a[tuple(bad)]} at index {tuple(int(i) for i in bad)}; "
                         "values must be finite numbers")
     return a
-
-
-def _magic(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(6)
 
 
 def check_npy_header(f, label: str, max_elements: int = MAX_ELEMENTS, limit_name: str = "the limit",
@@ -89,47 +75,50 @@ def read_npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str, max_
 
 
 def load_npy(path, what: str = "array", finite: bool = True) -> np.ndarray:
-    path = Path(path)
-    _check_file(path, what)
-    head = _magic(path)
-    if head.startswith(b"PK"):
-        raise DataError(f"{path}: is an .npz archive; expected a single .npy array")
-    if head != b"\x93NUMPY":
-        raise DataError(f"{path}: not a readable .npy file (no NumPy header; save arrays with numpy.save)")
-    try:
-        with open(path, "rb") as f:
-            check_npy_header(f, str(path))
-        a = np.load(path, allow_pickle=False)
-    except DataError:
-        raise
-    except ValueError as exc:
-        raise npy_error(str(path), exc) from None
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable .npy file ({exc})") from None
-    return check_numeric(a, str(path), finite)
+    label = printable(str(path))
+    with open_input(path, what, MAX_FILE_BYTES) as f:
+        try:
+            head = f.read(6)
+            if head.startswith(b"PK"):
+                raise DataError(f"{label}: is an .npz archive; expected a single .npy array")
+            if head != b"\x93NUMPY":
+                raise DataError(f"{label}: not a readable .npy file (no NumPy header; save arrays with numpy.save)")
+            f.seek(0)
+            check_npy_header(f, label)
+            f.seek(0)
+            a = np.load(f, allow_pickle=False)
+        except DataError:
+            raise
+        except ValueError as exc:
+            raise npy_error(label, exc) from None
+        except (OSError, EOFError) as exc:
+            raise DataError(f"{label}: not a readable .npy file ({exc})") from None
+    return check_numeric(a, label, finite)
 
 
 def load_npz(path, what: str = "arrays", finite: bool = True) -> dict[str, np.ndarray]:
-    path = Path(path)
-    _check_file(path, what)
-    if not _magic(path).startswith(b"PK"):
-        raise DataError(f"{path}: not a readable .npz file (not a zip archive; save with numpy.savez)")
+    label = printable(str(path))
     out = {}
-    try:
-        with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
-            unpacked = sum(i.file_size for i in infos)
-            if unpacked > MAX_FILE_BYTES:
-                raise DataError(f"{path}: unpacks to {unpacked:,} bytes; the limit is {MAX_FILE_BYTES:,}")
-            for info in infos:
-                if not info.filename.endswith(".npy"):
-                    raise DataError(f"{path}: member '{info.filename}' is not an array; save with numpy.savez")
-                key = info.filename[:-4]
-                out[key] = read_npz_member(zf, info, f"{path}['{key}']")
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+    with open_input(path, what, MAX_FILE_BYTES) as f:
+        try:
+            if not f.read(2).startswith(b"PK"):
+                raise DataError(f"{label}: not a readable .npz file (not a zip archive; save with numpy.savez)")
+            f.seek(0)
+            with zipfile.ZipFile(f) as zf:
+                infos = zf.infolist()
+                unpacked = sum(i.file_size for i in infos)
+                if unpacked > MAX_FILE_BYTES:
+                    raise DataError(f"{label}: unpacks to {unpacked:,} bytes; the limit is {MAX_FILE_BYTES:,}")
+                for info in infos:
+                    name = printable(info.filename)
+                    if not info.filename.endswith(".npy"):
+                        raise DataError(f"{label}: member '{name}' is not an array; save with numpy.savez")
+                    key = info.filename[:-4]
+                    out[key] = read_npz_member(zf, info, f"{label}['{name[:-4]}']")
+        except (zipfile.BadZipFile, OSError, EOFError, UnicodeDecodeError, RuntimeError, NotImplementedError) as exc:
+            raise DataError(f"{label}: not a readable .npz file ({printable(str(exc))})") from None
     for key, value in out.items():
-        check_numeric(value, f"{path}['{key}']", finite)
+        check_numeric(value, f"{label}['{printable(key)}']", finite)
     return out
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .errors import Problem, SpecError
+from .errors import DataError, Problem, SpecError
 
 Position = tuple[int, int]  # 1-based line, column
 PathKey = tuple  # ("layers", 0, "kernel")
@@ -254,25 +254,16 @@ def loads(text: str, filename: str = "<string>") -> Document:
 
 
 def read_text(path: str | Path, what: str = "spec") -> str:
-    """Read a UTF-8 text file with a clear SpecError for every way that can fail."""
-    name = str(path)
+    """Read a UTF-8 text file (a regular file of at most MAX_BYTES) with a clear SpecError for every way
+    that can fail."""
+    from .files import read_input
+    from .text import printable
+
+    name = printable(str(path))
     try:
-        p = Path(path)
-        if not p.exists():
-            raise SpecError(f"{what} file not found", name)
-        if p.is_dir():
-            raise SpecError(f"is a directory, expected a {what} file (.yaml)", name)
-        if not p.is_file():
-            raise SpecError(f"not a regular file, expected a {what} file (.yaml)", name)
-        size = p.stat().st_size
-        if size > MAX_BYTES:
-            raise SpecError(f"{what} file is {size:,} bytes; the limit is {MAX_BYTES:,} bytes", name)
-        raw = p.read_bytes()
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, SpecError):
-            raise
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise SpecError(f"cannot read {what} file: {reason}", name) from None
+        raw = read_input(path, what, MAX_BYTES)
+    except DataError as exc:
+        raise SpecError(str(exc).removeprefix(f"{name}: "), name) from None
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise SpecError(f"UTF-16 text (it starts with a UTF-16 byte-order mark); save the {what} as UTF-8", name)
     if b"\x00" in raw:
@@ -292,4 +283,6 @@ def read_text(path: str | Path, what: str = "spec") -> str:
 
 
 def load(path: str | Path, what: str = "spec") -> Document:
-    return loads(read_text(path, what), str(path))
+    from .text import printable
+
+    return loads(read_text(path, what), printable(str(path)))

@@ -8,6 +8,7 @@ answer (Answer.error) so that every other answer is still graded.
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +18,12 @@ import numpy as np
 
 from cnnspec import arrays, yaml_io
 from cnnspec.errors import DataError, SpecError
+from cnnspec.files import open_input, read_input
+from cnnspec.text import printable
 
-MAX_FILE_BYTES = 16 * 1024 * 1024          # a YAML/JSON submission
+MAX_FILE_BYTES = 16 * 1024 * 1024          # a JSON submission
+MAX_YAML_BYTES = 4 * 1024 * 1024           # a YAML submission (large arrays belong in .npy or .npz files)
+MAX_ANSWERS = 10_000                       # keys in one submission
 MAX_NPZ_BYTES = 64 * 1024 * 1024           # an .npz submission or one .npy answer, on disk
 MAX_NPZ_UNPACKED = 256 * 1024 * 1024       # all members of an .npz, uncompressed
 MAX_ANSWER_ELEMENTS = 4_000_000            # one answer (32 MiB of float64)
@@ -26,6 +31,7 @@ MAX_DEPTH = 8                              # nesting of lists
 SUBMISSION_NAMES = ("answers.yaml", "answers.yml", "answers.json", "answers.npz", "submission.yaml",
                     "submission.yml", "submission.json", "submission.npz")
 SUFFIXES = (".yaml", ".yml", ".json", ".npz")
+MAX_FOLDER_ENTRIES = 10_000                # files and folders looked at in a submission folder
 
 
 @dataclass
@@ -48,69 +54,93 @@ class Submission:
 
 
 def find_submission_file(path: Path) -> Path:
-    """A directory (Gradescope's /autograder/submission) -> the one answers file in it."""
+    """A directory (Gradescope's /autograder/submission) -> the one answers file in it. Symlinked folders are
+    not followed (no loops), and at most MAX_FOLDER_ENTRIES entries are looked at."""
     for name in SUBMISSION_NAMES:
         if (path / name).is_file():
             return path / name
-    found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES
-                   and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    found, seen = [], 0
+    for root, dirs, files in os.walk(path, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        seen += len(dirs) + len(files)
+        if seen > MAX_FOLDER_ENTRIES:
+            raise DataError(f"{printable(str(path))}: more than {MAX_FOLDER_ENTRIES:,} files and folders; upload "
+                            "the answers file (answers.yaml, .json or .npz) alone")
+        found += [Path(root) / f for f in files if not f.startswith(".") and Path(f).suffix.lower() in SUFFIXES
+                  and (Path(root) / f).is_file()]
+    found.sort()
     if len(found) == 1:
         return found[0]
     if not found:
-        raise DataError(f"{path}: no submission file found (expected answers.yaml, answers.json or answers.npz)")
-    listing = ", ".join(str(p.relative_to(path)) for p in found[:8])
-    raise DataError(f"{path}: {len(found)} candidate submission files ({listing}); name the one to grade "
-                    "answers.yaml (or .json/.npz)")
+        raise DataError(f"{printable(str(path))}: no submission file found (expected answers.yaml, answers.json "
+                        "or answers.npz)")
+    listing = ", ".join(printable(str(p.relative_to(path))) for p in found[:8])
+    raise DataError(f"{printable(str(path))}: {len(found)} candidate submission files ({listing}); name the one to "
+                    "grade answers.yaml (or .json/.npz)")
 
 
 def load_submission(path) -> Submission:
     """Read a submission file (or the one answers file inside a directory); DataError if unreadable."""
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"{path}: submission file not found")
-    if p.is_dir():
-        folder = p
-        p = find_submission_file(folder)
-        if not p.resolve().is_relative_to(folder.resolve()):  # a symlink out of an uploaded folder
-            raise DataError(f"{p}: points outside the submission folder {folder}; upload the answers file itself")
+    shown = printable(str(path))
+    try:
+        if p.is_dir():
+            folder = p
+            p = find_submission_file(folder)
+            if not p.resolve().is_relative_to(folder.resolve()):  # a symlink out of an uploaded folder
+                raise DataError(f"{printable(str(p))}: points outside the submission folder {shown}; upload the "
+                                "answers file itself")
+    except (OSError, RuntimeError) as exc:  # a symlink loop, an unreadable folder
+        raise DataError(f"{shown}: cannot read the submission folder ({printable(str(exc))})") from None
     suffix = p.suffix.lower()
-    size = p.stat().st_size
     if suffix == ".npz":
-        return _load_npz(p, size)
-    if size > MAX_FILE_BYTES:
-        raise DataError(f"{p}: submission is {size:,} bytes; the limit is {MAX_FILE_BYTES:,} (put large arrays in "
-                        ".npy files next to it, or submit an .npz)")
+        return _load_npz(p)
     if suffix == ".json":
         return _from_mapping(_read_json(p), p, None)
+    limit = MAX_YAML_BYTES
     try:
-        doc = yaml_io.load(p, "submission")
+        doc = yaml_io.loads(_read_text(p, limit), printable(str(p)))
     except SpecError as exc:
         raise DataError(str(exc)) from None
     return _from_mapping(doc.data, p, doc)
 
 
+def _read_text(p: Path, limit: int) -> str:
+    """A YAML submission's text (yaml_io's checks, with the submission's own size limit and hint)."""
+    raw = read_input(p, "submission", limit)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DataError(f"{printable(str(p))}:{line}:{col}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+                        f"{exc.start}); save the answers as UTF-8") from None
+    if not text.strip():
+        raise DataError(f"{printable(str(p))}: the submission is empty")
+    return text
+
+
 def _read_json(p: Path) -> Any:
     try:
-        text = p.read_bytes().decode("utf-8-sig")
+        text = read_input(p, "submission", MAX_FILE_BYTES).decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise DataError(f"{p}: not UTF-8 text") from None
-    except OSError as exc:
-        raise DataError(f"{p}: cannot read the submission: {exc.strerror or exc}") from None
+        raise DataError(f"{printable(str(p))}: not UTF-8 text") from None
 
     def no_duplicates(pairs):
         out = {}
         for k, v in pairs:
             if k in out:
-                raise DataError(f"{p}: duplicate key '{k}'; each question may be answered once")
+                raise DataError(f"{printable(str(p))}: duplicate key '{printable(k)}'; each question may be answered "
+                                "once")
             out[k] = v
         return out
 
     try:
         return json.loads(text, object_pairs_hook=no_duplicates, parse_int=_json_int)
     except json.JSONDecodeError as exc:
-        raise DataError(f"{p}:{exc.lineno}:{exc.colno}: JSON syntax error: {exc.msg}") from None
+        raise DataError(f"{printable(str(p))}:{exc.lineno}:{exc.colno}: JSON syntax error: {exc.msg}") from None
     except RecursionError:
-        raise DataError(f"{p}: nesting is too deep") from None
+        raise DataError(f"{printable(str(p))}: nesting is too deep") from None
 
 
 def _json_int(text: str):
@@ -120,23 +150,29 @@ def _json_int(text: str):
 
 
 def _from_mapping(data: Any, p: Path, doc) -> Submission:
+    shown = printable(str(p))
     if not isinstance(data, dict):
-        raise DataError(f"{p}: a submission is a mapping of question ids to answers (e.g. 'q1: [98, 98, 6]'), "
+        raise DataError(f"{shown}: a submission is a mapping of question ids to answers (e.g. 'q1: [98, 98, 6]'), "
                         f"got {type(data).__name__}")
     student = data.get("student_id")
     if student is not None and not isinstance(student, (str, int)) or isinstance(student, bool):
-        raise DataError(f"{p}: student_id must be text or a number, got {student!r}")
+        raise DataError(f"{shown}: student_id must be text or a number, got {printable(repr(student))[:80]}")
+    if isinstance(student, str) and not student.isprintable():
+        raise DataError(f"{shown}: student_id {printable(student)[:80]!r} contains control characters or invalid "
+                        "text; write the id as plain text")
+    if len(data) > MAX_ANSWERS:
+        raise DataError(f"{shown}: {len(data):,} keys; a submission answers at most {MAX_ANSWERS:,} questions")
     answers = {}
     for key, raw in data.items():
         if key == "student_id":
             continue
-        where = f"{p}"
+        where = shown
         if doc is not None:
             pos = doc.position((key,))
             if pos:
-                where = f"{p}:{pos[0]}:{pos[1]}"
-        answers[str(key)] = parse_answer(raw, p.parent, where)
-    return Submission(str(p), None if student is None else str(student), answers)
+                where = f"{shown}:{pos[0]}:{pos[1]}"
+        answers[printable(str(key))] = parse_answer(raw, p.parent, where)
+    return Submission(shown, None if student is None else str(student), answers)
 
 
 def parse_answer(raw: Any, base: Path, where: str = "") -> Answer:
@@ -226,36 +262,41 @@ def _ragged_hint(raw: list) -> str:
     return "row lengths " + ", ".join(map(str, lengths)) + (", ..." if len(raw) > 6 else "")
 
 
-def _inside(base: Path, name: str) -> Path:
+def _inside(base: Path, name: str, shown: str) -> Path:
     """name (relative, no way out of `base` - also not through a symlink) -> the resolved path."""
     p = Path(name)
     if p.is_absolute():
-        raise DataError(f"'{name}': give a path relative to the submission's folder, not an absolute path")
-    full = (base / p).resolve()
+        raise DataError(f"'{shown}': give a path relative to the submission's folder, not an absolute path")
+    try:
+        full = (base / p).resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        raise DataError(f"'{shown}': cannot be resolved (a symlink loop?)") from None
     if not full.is_relative_to(base.resolve()):
-        raise DataError(f"'{name}': paths must stay inside the submission's folder")
+        raise DataError(f"'{shown}': paths must stay inside the submission's folder")
     return full
 
 
 def _load_npy(base: Path, name: str) -> np.ndarray:
-    shown = name if len(name) <= 80 else name[:60] + "..." + name[-8:]
+    shown = printable(name if len(name) <= 80 else name[:60] + "..." + name[-8:])
+    label = f"'{shown}'"
     try:
-        p = _inside(base, name)
-        if not p.is_file():
-            raise DataError(f"'{shown}': file not found next to the submission")
-        size = p.stat().st_size
-        if size > MAX_NPZ_BYTES:
-            raise DataError(f"'{shown}' is {size:,} bytes; the limit is {MAX_NPZ_BYTES:,}")
-        with open(p, "rb") as f:
-            arrays.check_npy_header(f, f"'{shown}'", MAX_ANSWER_ELEMENTS, "the limit per answer")
-        a = np.load(p, allow_pickle=False)
-    except DataError:
-        raise
+        p = _inside(base, name, shown)
+        if not p.exists():
+            raise DataError(f"{label}: file not found next to the submission")
+        with open_input(p, "answer", MAX_NPZ_BYTES) as f:
+            arrays.check_npy_header(f, label, MAX_ANSWER_ELEMENTS, "the limit per answer")
+            f.seek(0)
+            a = np.load(f, allow_pickle=False)
+    except DataError as exc:
+        message = str(exc)
+        if not message.startswith(label):  # open_input names the resolved path; the student wrote `name`
+            message = label + message[message.find(": "):] if ": " in message else f"{label}: {message}"
+        raise DataError(message) from None
     except ValueError as exc:  # also a NUL byte in the name
-        raise arrays.npy_error(f"'{shown}'", exc) from None
+        raise arrays.npy_error(label, exc) from None
     except (OSError, EOFError) as exc:  # a name too long, a file that cannot be opened
-        raise DataError(f"'{shown}': not a readable .npy file ({exc.strerror or exc})") from None
-    return _numeric(a, f"'{shown}'")
+        raise DataError(f"{label}: not a readable .npy file ({exc.strerror or exc})") from None
+    return _numeric(a, label)
 
 
 def _numeric(a: np.ndarray, label: str) -> np.ndarray:
@@ -268,49 +309,59 @@ def _numeric(a: np.ndarray, label: str) -> np.ndarray:
     return a.astype(np.int64) if a.dtype.kind in "iu" else a.astype(np.float64)
 
 
-def _load_npz(p: Path, size: int) -> Submission:
-    if size > MAX_NPZ_BYTES:
-        raise DataError(f"{p}: submission is {size:,} bytes; the limit is {MAX_NPZ_BYTES:,}")
-    try:
-        with zipfile.ZipFile(p) as zf:
-            infos = zf.infolist()
-    except (zipfile.BadZipFile, OSError):
-        with open(p, "rb") as f:
-            head = f.read(2)
-        if head[:1] == b"\x80":
-            raise DataError(f"{p}: is a Python pickle, not an .npz archive; pickles are refused (they can run "
-                            "code) - save answers with numpy.savez") from None
-        raise DataError(f"{p}: not an .npz archive (save answers with numpy.savez(path, q1=..., q2=...))") from None
+def _load_npz(p: Path) -> Submission:
+    shown = printable(str(p))
+    with open_input(p, "submission", MAX_NPZ_BYTES) as f:
+        try:
+            zf = zipfile.ZipFile(f)
+        except (zipfile.BadZipFile, OSError, EOFError, UnicodeDecodeError, ValueError) as exc:
+            f.seek(0)
+            if f.read(1) == b"\x80":
+                raise DataError(f"{shown}: is a Python pickle, not an .npz archive; pickles are refused (they can "
+                                "run code) - save answers with numpy.savez") from None
+            why = "member names are not UTF-8" if isinstance(exc, UnicodeDecodeError) else \
+                "save answers with numpy.savez(path, q1=..., q2=...)"
+            raise DataError(f"{shown}: not a readable .npz archive ({why})") from None
+        with zf:
+            return _npz_answers(zf, p, shown)
+
+
+def _npz_answers(zf: zipfile.ZipFile, p: Path, shown: str) -> Submission:
+    infos = zf.infolist()
+    if len(infos) > MAX_ANSWERS:
+        raise DataError(f"{shown}: {len(infos):,} members; a submission answers at most {MAX_ANSWERS:,} questions")
     unpacked = sum(i.file_size for i in infos)
     if unpacked > MAX_NPZ_UNPACKED:
-        raise DataError(f"{p}: unpacks to {unpacked:,} bytes; the limit is {MAX_NPZ_UNPACKED:,}")
+        raise DataError(f"{shown}: unpacks to {unpacked:,} bytes; the limit is {MAX_NPZ_UNPACKED:,}")
     answers: dict[str, Answer] = {}
     student = None
-    with zipfile.ZipFile(p) as zf:
-        for info in infos:
-            if info.is_dir():
-                continue
-            key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
-            where = f"{p}['{key}']"
-            try:
-                a = arrays.read_npz_member(zf, info, f"'{key}'", MAX_ANSWER_ELEMENTS, "the limit per answer",
-                                           text_ok=key == "student_id")
-            except DataError as exc:
-                if key == "student_id":
-                    raise DataError(f"{where}: {exc}") from None
-                answers[key] = Answer(raw=None, error=str(exc), where=where)
-                continue
+    for info in infos:
+        if info.is_dir():
+            continue
+        key = printable(info.filename[:-4] if info.filename.endswith(".npy") else info.filename)
+        where = f"{shown}['{key}']"
+        try:
+            a = arrays.read_npz_member(zf, info, f"'{key}'", MAX_ANSWER_ELEMENTS, "the limit per answer",
+                                       text_ok=key == "student_id")
+        except DataError as exc:
             if key == "student_id":
-                if a.dtype.kind not in "UiuS" or a.size != 1:
-                    raise DataError(f"{where}: student_id must be one string or number")
-                value = a.reshape(()).item()
-                try:
-                    student = value.decode("utf-8") if isinstance(value, bytes) else str(value)
-                except UnicodeDecodeError:
-                    raise DataError(f"{where}: student_id is not UTF-8 text") from None
-                continue
+                raise DataError(f"{where}: {exc}") from None
+            answers[key] = Answer(raw=None, error=str(exc), where=where)
+            continue
+        if key == "student_id":
+            if a.dtype.kind not in "UiuS" or a.size != 1:
+                raise DataError(f"{where}: student_id must be one string or number")
+            value = a.reshape(()).item()
             try:
-                answers[key] = Answer(raw=f"<array {list(a.shape)}>", value=_numeric(a, where), where=where)
-            except DataError as exc:
-                answers[key] = Answer(raw=None, error=str(exc), where=where)
-    return Submission(str(p), student, answers)
+                student = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+            except UnicodeDecodeError:
+                raise DataError(f"{where}: student_id is not UTF-8 text") from None
+            if not student.isprintable():
+                raise DataError(f"{where}: student_id {printable(student)[:80]!r} contains control characters or "
+                                "invalid text; write the id as plain text")
+            continue
+        try:
+            answers[key] = Answer(raw=f"<array {list(a.shape)}>", value=_numeric(a, where), where=where)
+        except DataError as exc:
+            answers[key] = Answer(raw=None, error=str(exc), where=where)
+    return Submission(shown, student, answers)

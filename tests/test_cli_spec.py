@@ -87,7 +87,7 @@ def test_check_unreadable_files(capsys, tmp_path):
     assert code == 2 and out == ""
     assert err.splitlines() == [
         f"{missing}: spec file not found",
-        f"{tmp_path}: is a directory, expected a spec file (.yaml)",
+        f"{tmp_path}: is a directory, expected a spec file",
         f"{latin}:1:10: not UTF-8 text (byte 0xe9 at offset 9); save the spec as UTF-8",
         f"{empty}: spec file is empty",
         f"{binary}: binary data (a zero byte at offset 3), expected a YAML text file; is this the right file?",

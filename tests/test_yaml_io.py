@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import pytest
@@ -206,7 +207,7 @@ def test_missing_file(tmp_path):
 
 
 def test_directory(tmp_path):
-    assert read_error(tmp_path) == f"{tmp_path}: is a directory, expected a spec file (.yaml)"
+    assert read_error(tmp_path) == f"{tmp_path}: is a directory, expected a spec file"
 
 
 def test_not_utf8_points_at_the_byte(tmp_path):
@@ -259,10 +260,14 @@ def test_unreadable_file(tmp_path, monkeypatch):
     p = tmp_path / "secret.yaml"
     p.write_text("a: 1\n")
 
-    def denied(self):
-        raise PermissionError(13, "Permission denied", str(self))
+    real_open = os.open
 
-    monkeypatch.setattr(Path, "read_bytes", denied)
+    def denied(path, *args, **kwargs):
+        if str(path) == str(p):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", denied)
     assert read_error(p) == f"{p}: cannot read spec file: Permission denied"
 
 
