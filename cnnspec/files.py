@@ -37,6 +37,10 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+def _a(what: str) -> str:
+    return f"{'an' if what[:1].lower() in 'aeiou' else 'a'} {what}"
+
+
 def _os_reason(exc: OSError) -> str:
     if exc.errno == errno.ELOOP:
         return "too many levels of symbolic links (a symlink loop?)"
@@ -53,7 +57,7 @@ def open_input(path, what: str = "input", max_bytes: int | None = None):
     except FileNotFoundError:
         raise DataError(f"{shown}: {what} file not found") from None
     except IsADirectoryError:
-        raise DataError(f"{shown}: is a directory, expected a {what} file") from None
+        raise DataError(f"{shown}: is a directory, expected {_a(what)} file") from None
     except OSError as exc:
         raise DataError(f"{shown}: cannot read {what} file: {_os_reason(exc)}") from None
     except (ValueError, UnicodeError):  # a NUL byte or an unencodable character in the name
@@ -61,7 +65,7 @@ def open_input(path, what: str = "input", max_bytes: int | None = None):
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise DataError(f"{shown}: is {_kind(st.st_mode)}, expected a {what} file")
+            raise DataError(f"{shown}: is {_kind(st.st_mode)}, expected {_a(what)} file")
         if max_bytes is not None and st.st_size > max_bytes:
             raise DataError(f"{shown}: {what} file is {st.st_size:,} bytes; the limit is {max_bytes:,} bytes")
         os.set_blocking(fd, True)

@@ -167,17 +167,20 @@ def verify_onnx(model, onnx_path_or_proto=None, *, batch: int = 2, rtol: float |
     return VerifyResult(spec.name, label, int(batch), int(seed), runs, rows, first is None, first, notes)
 
 
+MAX_ONNX_BYTES = 2 * 1024**3  # protobuf's own limit
+
+
 def load_onnx(path):
     """Read a .onnx file for verification; anything that is not a loadable ONNX model is a DataError."""
     import onnx
 
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: ONNX file not found")
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected an .onnx file")
+    from .files import read_input
+    from .text import printable
+
+    data = read_input(path, "ONNX", MAX_ONNX_BYTES)
+    path = printable(str(path))
     try:
-        proto = onnx.load_model(str(path), load_external_data=False)
+        proto = onnx.load_model_from_string(data)
     except Exception as exc:  # DecodeError, and a few private protobuf types for truncated input
         raise DataError(f"{path}: not an ONNX model ({type(exc).__name__}: {str(exc)[:200]})") from None
     if not proto.graph.node or not proto.opset_import:

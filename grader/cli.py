@@ -25,8 +25,10 @@ docs/grading.md), junit (JUnit XML for CI), gradescope (results.json, one submis
 Student-facing by default: hidden questions, and after_due_date ones before the due date, show no
 expected value, message or score. --instructor shows everything.
 
-exit codes: 0 every question passed, 1 some question did not pass, 2 invalid input (the other
-submissions are still graded and reported)."""
+exit codes: 0 every question passed, 1 some question did not pass (student-facing: of the questions
+shown), 2 invalid input (the other
+submissions are still graded and reported), 3 an internal error in cnnspec while grading some
+submission (the others are still graded, reported and in the gradebook)."""
 
 ASSIGNMENT_EPILOG = """examples:
   cnnspec assignment check specs/assignments/lecture.yaml
@@ -158,7 +160,7 @@ def run_grade(args: argparse.Namespace) -> int:
 
     from .assignment import load_assignment
     from .grading import Grader
-    from .report import render
+    from .report import render, view
 
     if args.format == "gradescope" and len(args.submissions) != 1:
         raise DataError(f"--format gradescope writes one results.json: give one submission, got "
@@ -178,13 +180,20 @@ def run_grade(args: argparse.Namespace) -> int:
     _emit(args, text)
     if args.gradebook:
         _write(args.gradebook, gradebook_csv(results, assignment))
-    bad = [r for r in results if r.error]
-    failed = [r for r in results if not r.error and not r.passed]
+    crashed = [r for r in results if r.internal_error]
+    bad = [r for r in results if r.error and not r.internal_error]
+    # The exit code is as student-facing as the report: it says nothing about questions the student may not see.
+    seen = results if args.instructor else view(results, "student", now)
+    failed = [r for r in seen if not r.error and any(q.status not in ("passed", "withheld") for q in r.questions)]
     if not args.quiet and (len(results) > 1 or args.output):
-        print(f"graded {len(results)} submission(s): {len(results) - len(bad) - len(failed)} passed every "
-              f"question, {len(failed)} did not, {len(bad)} unreadable", file=sys.stderr)
-    for r in bad:
+        print(f"graded {len(results)} submission(s): {len(results) - len(bad) - len(failed) - len(crashed)} passed "
+              f"every question, {len(failed)} did not, {len(bad)} unreadable"
+              + (f", {len(crashed)} not graded (internal error)" if crashed else ""), file=sys.stderr)
+    for r in bad + crashed:
         print(r.error if r.error.startswith(str(r.submission)) else f"{r.submission}: {r.error}", file=sys.stderr)
+    if crashed:
+        from cnnspec.cli import EXIT_INTERNAL
+        return EXIT_INTERNAL
     if bad:
         return 2
     return 1 if failed else 0

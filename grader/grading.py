@@ -17,6 +17,7 @@ import numpy as np
 import cnnspec
 from cnnspec.errors import CnnspecError, DataError
 from cnnspec.schema import INPUT_NAME
+from cnnspec.text import printable
 
 from . import compare as cmp
 from cnnspec.schema import did_you_mean
@@ -103,17 +104,32 @@ class Grader:
 
     # ------------------------------------------------------------------ entry points
     def grade_file(self, path, student_id: Optional[str] = None) -> SubmissionResult:
-        """Grade a submission file; an unreadable file gives a result with `error` set (score 0)."""
+        """Grade a submission file. Never raises for one submission: an unreadable file gives a result with
+        `error` set (score 0), and a failure inside cnnspec one with `internal_error` set as well, so the other
+        submissions of a batch are still graded and reported."""
+        label = printable(str(path))
         try:
             sub = load_submission(path)
         except DataError as exc:
-            return self._error_result(str(path), student_id, str(exc))
-        return self.grade(sub, student_id)
+            return self._error_result(label, student_id, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one submission must never spoil the batch
+            return self._internal_error(label, student_id, exc)
+        try:
+            return self.grade(sub, student_id)
+        except Exception as exc:  # noqa: BLE001
+            return self._internal_error(label, student_id, exc)
+
+    def _internal_error(self, label: str, sid: Optional[str], exc: Exception) -> SubmissionResult:
+        r = self._error_result(label, sid, f"internal error while grading this submission ({type(exc).__name__}: "
+                                           f"{printable(str(exc))[:200]}); this is a bug in cnnspec, not a "
+                                           "mistake in the answers: please tell the instructor")
+        r.internal_error = True
+        return r
 
     def grade(self, sub: Submission, student_id: Optional[str] = None) -> SubmissionResult:
         a = self.assignment
         warnings: list[str] = []
-        student_id = student_id if student_id and student_id.strip() else None
+        student_id = printable(student_id) if student_id and student_id.strip() else None
         sid = student_id or sub.student_id
         if student_id and sub.student_id and normalize_student_id(student_id) != normalize_student_id(sub.student_id):
             warnings.append(f"the submission says student_id '{sub.student_id}'; graded as '{student_id}' (given "

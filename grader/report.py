@@ -7,6 +7,7 @@ scores (Gradescope itself hides the tests by their `visibility`) but never the e
 """
 from __future__ import annotations
 
+import html
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -15,6 +16,8 @@ from typing import Any, Literal, Optional
 
 import numpy as np
 from pydantic import BaseModel, Field
+
+from cnnspec.text import printable
 
 RESULT_FORMAT = "cnnspec-grade"
 RESULT_VERSION = 1
@@ -75,6 +78,7 @@ class SubmissionResult(BaseModel):
     questions: list[QuestionResult]
     warnings: list[str] = Field(default_factory=list)
     error: Optional[str] = Field(None, description="why the submission could not be graded at all")
+    internal_error: bool = Field(False, description="the error is a failure inside cnnspec, not in the submission")
     graded_at: str
     seconds: float
     grader_version: str
@@ -173,9 +177,22 @@ def render(results: list[SubmissionResult], fmt: str = "text", audience: str = "
         if len(results) != 1:
             raise ValueError("the gradescope format holds one submission; grade one at a time")
         return render_gradescope(results[0], now)
-    shown = view(results, audience, now)
-    return {"text": lambda: render_text(shown, color), "json": lambda: render_json(shown),
-            "junit": lambda: render_junit(shown), "markdown": lambda: render_markdown(shown)}[fmt]()
+    renderer = {"text": lambda rs: render_text(rs, color), "json": render_json, "junit": render_junit,
+                "markdown": render_markdown}[fmt]
+    return renderer([_renderable(r, renderer) for r in view(results, audience, now)])
+
+
+def _renderable(r: SubmissionResult, renderer) -> SubmissionResult:
+    """`r`, or when it cannot be rendered (a bug) an error result in its place: one submission's report never
+    takes the others' down with it."""
+    try:
+        renderer([r])
+        return r
+    except Exception as exc:  # noqa: BLE001
+        return r.model_copy(update={
+            "questions": [], "warnings": [], "internal_error": True, "passed": False,
+            "error": f"internal error while writing this submission's report ({type(exc).__name__}); this is a bug "
+                     "in cnnspec, not a mistake in the answers: please tell the instructor"})
 
 
 def _score(x: Optional[float]) -> str:
@@ -213,25 +230,33 @@ def _totals(r: SubmissionResult) -> str:
     return text
 
 
+def _block(text: str, indent: str) -> str:
+    """Multi-line text of ours (a message with a snippet) with every line made printable and indented, so
+    nothing in it can start a line of its own or reach the terminal as a control sequence."""
+    return ("\n" + indent).join(printable(line) for line in str(text).split("\n"))
+
+
 def render_text(results: list[SubmissionResult], color: bool = False) -> str:
+    """The terminal report. Every piece a student controls (ids, file names, keys, values in messages) is
+    printed through text.printable: a newline or an escape sequence in it shows as \\n or \\x1b."""
     out = []
     for r in results:
         def paint(s, status):
             return f"{_COLOR[status]}{s}\033[0m" if color else s
-        who = f"  student {r.student_id}" if r.student_id else ""
-        out.append(f"{r.title} ({r.assignment})")
-        out.append(f"submission {r.submission}{who}")
+        who = f"  student {printable(r.student_id)}" if r.student_id else ""
+        out.append(f"{printable(r.title)} ({printable(r.assignment)})")
+        out.append(f"submission {printable(r.submission)}{who}")
         if r.error:
-            out.append(paint(f"  ERROR  {r.error}", "failed"))
+            out.append(paint(f"  ERROR  {_block(r.error, '         ')}", "failed"))
         width = max((len(q.id) for q in r.questions), default=4)
         for q in ([] if r.error else r.questions):
             pts = f"{_score(q.score)}/{_score(q.points)}"
-            out.append(f"  {paint(_MARK[q.status], q.status)}  {q.number:>2}. {q.id:<{width}}  {q.text}  [{pts}]")
-            if not r.error:
-                for line in _feedback_lines(q):
-                    out.append("        " + line.replace("\n", "\n        "))
+            out.append(f"  {paint(_MARK[q.status], q.status)}  {q.number:>2}. {printable(q.id):<{width}}  "
+                       f"{printable(q.text)}  [{pts}]")
+            for line in _feedback_lines(q):
+                out.append("        " + _block(line, "        "))
         for w in r.warnings:
-            out.append(f"  warning: {w}")
+            out.append(f"  warning: {printable(w)}")
         out.append(_totals(r))
         out.append("")
     return "\n".join(out)
@@ -244,7 +269,9 @@ def render_json(results: list[SubmissionResult]) -> str:
 
 
 def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """Text inside a Markdown table or paragraph: no HTML, no links or emphasis from the text, one line."""
+    text = html.escape(printable(str(text).replace("\n", " ")), quote=False)
+    return re.sub(r"([\\`*_\[\]|#!])", r"\\\1", text)
 
 
 def render_markdown(results: list[SubmissionResult]) -> str:
@@ -253,7 +280,7 @@ def render_markdown(results: list[SubmissionResult]) -> str:
     for r in results:
         head = f"## {_md(r.title)}: {_score(r.score)} / {_score(r.max_score)} ({r.percent:g}%)"
         out += [head, ""]
-        meta = f"Submission `{r.submission}`" + (f", student `{r.student_id}`" if r.student_id else "")
+        meta = f"Submission {_md(r.submission)}" + (f", student {_md(r.student_id)}" if r.student_id else "")
         out += [meta, ""]
         if r.error:
             out += [f"> **Could not grade this submission:** {_md(r.error)}", ""]
@@ -339,7 +366,8 @@ def render_junit(results: list[SubmissionResult]) -> str:
 
 def render_gradescope(r: SubmissionResult, now: Optional[datetime] = None) -> str:
     """Gradescope's results.json. Scores of every test (Gradescope hides tests by `visibility`); feedback
-    text only for questions a student may see now - never an expected value of a withheld question."""
+    text only for questions a student may see now - never an expected value of a withheld question; the
+    total `score` counts only the questions a student may see now."""
     tests = []
     hidden = {q.id for q in r.questions if withheld(q, r.due_date, now)}
     for q in r.questions:
@@ -362,6 +390,8 @@ def render_gradescope(r: SubmissionResult, now: Optional[datetime] = None) -> st
         summary = f"Could not grade the submission: {r.error}"
     if r.warnings:
         summary += "\n" + "\n".join(f"warning: {w}" for w in r.warnings)
-    doc = {"score": r.score, "execution_time": max(r.seconds, 0.0), "output": summary, "visibility": "visible",
+    # The top-level score is what Gradescope shows a student as the total: it counts only the questions the
+    # student may see now, or a student could test a guess for a hidden answer by watching it.
+    doc = {"score": shown.score, "execution_time": max(r.seconds, 0.0), "output": summary, "visibility": "visible",
            "stdout_visibility": "hidden", "tests": tests}
     return json.dumps(doc, indent=2, allow_nan=False) + "\n"

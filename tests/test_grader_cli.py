@@ -96,7 +96,8 @@ def test_submission_directory_like_gradescope(capsys, tmp_path):
     shutil.copy(SUB / "correct.yaml", sub / "answers.yaml")
     results = tmp_path / "results.json"
     code, _, _ = run(capsys, "grade", LECTURE, sub, "--format", "gradescope", "-o", results)
-    assert code == 0 and json.loads(results.read_text())["score"] == 15
+    doc = json.loads(results.read_text())  # the hidden question's point is not in the total a student sees
+    assert code == 0 and doc["score"] == 14 and sum(t["score"] for t in doc["tests"]) == 15
 
 
 def test_npy_and_npz_answers(capsys):
@@ -298,7 +299,8 @@ def test_bundle_is_a_working_gradescope_autograder(capsys, tmp_path):
     import jsonschema
     doc = json.loads(res.read_text())
     jsonschema.validate(doc, json.loads((DATA / "gradescope_results.schema.json").read_text()))
-    assert code == 0 and doc["score"] == 17
+    visible = sum(t["max_score"] for t in doc["tests"] if t["visibility"] == "visible")
+    assert code == 0 and doc["score"] == visible == 15 and sum(t["score"] for t in doc["tests"]) == 17
 
 
 def test_lecture_bundle_keeps_relative_spec_paths(capsys, tmp_path):

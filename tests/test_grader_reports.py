@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 import grader
-from grader.report import SubmissionResult, render
+from grader.report import SubmissionResult, for_student, render
 
 ROOT = Path(__file__).resolve().parents[1]
 LECTURE = ROOT / "specs" / "assignments" / "lecture.yaml"
@@ -80,7 +80,10 @@ def test_gradescope_results_validate_and_hide_expected(results, gradescope_schem
     for kind, r in results.items():
         doc = json.loads(render([r], "gradescope", now=BEFORE_DUE))
         jsonschema.validate(doc, gradescope_schema)
-        assert doc["score"] == r.score
+        # The total a student sees counts only what they may see: never a withheld question's points.
+        assert doc["score"] == for_student(r, BEFORE_DUE).score
+        withheld_scores = sum(t["score"] for t in doc["tests"] if t["visibility"] != "visible")
+        assert doc["score"] == round(r.score - withheld_scores, 9)
         assert sum(t["max_score"] for t in doc["tests"]) == 15
         vis = {t["name"].split(":")[0]: t["visibility"] for t in doc["tests"]}
         assert vis["w1_new_lr1"] == "hidden" and vis["conv2_params"] == "after_due_date"

@@ -10,13 +10,19 @@ import argparse
 import importlib
 import sys
 
+from pathlib import Path
+
 from .. import __version__
 from ..errors import CnnspecError
+from ..text import printable
+
+EXIT_INTERNAL = 3  # an internal error (a bug, or out of memory): never 1 ("did not pass") or 2 ("your input")
 
 # Modules that add subcommands, in the order `cnnspec --help` lists them.
 COMMAND_MODULES = ("cnnspec.cli.spec_cmds", "cnnspec.cli.onnx_cmds", "cnnspec.cli.engine_cmds", "grader.cli")
 
-EPILOG = """exit codes: 0 success, 1 a check, verification or grade did not pass, 2 invalid input or usage.
+EPILOG = """exit codes: 0 success, 1 a check, verification or grade did not pass, 2 invalid input or usage,
+3 internal error (a bug in cnnspec, or out of memory).
 docs: README.md and docs/ (spec language, CLI reference, conventions, grading guide)."""
 
 
@@ -49,10 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help(sys.stderr)
         return 2
+    from ..files import track_inputs
     from ..memory import keep_freed_memory
     keep_freed_memory()  # the CLI owns its process: let large arrays be reused between steps
+    for stream in (sys.stdout, sys.stderr):  # text a user controls never stops the output mid-way
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
-        return int(args.func(args) or 0)
+        with track_inputs():  # no output of a command may replace one of its inputs
+            return int(args.func(args) or 0)
     except CnnspecError as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -62,6 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `cnnspec summary x | head`
         sys.stderr.close()
         return 0
+    except MemoryError:
+        print(f"cnnspec: out of memory (exit {EXIT_INTERNAL}); a smaller batch or model, or a lower --max-memory, "
+              "refuses such work before it starts", file=sys.stderr)
+        return EXIT_INTERNAL
+    except Exception as exc:  # a bug in cnnspec: never reported as "a check did not pass" (exit 1)
+        import traceback
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        print(f"cnnspec: internal error ({type(exc).__name__}: {printable(str(exc))[:300]} at "
+              f"{Path(where.filename).name}:{where.lineno}); this is a bug in cnnspec, please report it with the "
+              f"command that caused it (exit {EXIT_INTERNAL})", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 def run() -> None:
