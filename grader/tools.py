@@ -243,32 +243,74 @@ except Exception:
     print("")')"""
 
 
-def referenced_files(a: Assignment) -> list[Path]:
-    """The assignment file and every file it names: spec files, their weight files, .npy data."""
-    files = [a.path]
-    for name, ref in a.refs.items():
-        spec = a.specs[name]
-        spec_dir = a.base
-        if isinstance(ref.spec, str):
-            p = Path(ref.spec)
-            p = p if p.is_absolute() else a.base / p
-            files.append(p)
-            spec_dir = p.parent
-        w = spec.weights
-        for value in ([w] if isinstance(w, str) else list(w.values()) if isinstance(w, dict) else []):
+def _spec_files(spec_data: Any, spec_dir: Path, prefix: str) -> tuple[Any, dict[str, Path]]:
+    """A spec's data with its weight paths renamed to `prefix`-based names, and {new name: file} to bundle."""
+    weights = spec_data.get("weights") if isinstance(spec_data, dict) else None
+    files: dict[str, Path] = {}
+    if isinstance(weights, str):
+        files[f"{prefix}.weights.npz"] = _path(weights, spec_dir)
+        spec_data = {**spec_data, "weights": f"{Path(prefix).name}.weights.npz"}
+    elif isinstance(weights, dict) and any(isinstance(v, str) for v in weights.values()):
+        renamed = {}
+        for param, value in weights.items():
             if isinstance(value, str):
-                files.append(spec_dir / value)
-    for entry in a.entries.values():
+                files[f"{prefix}.{param}.npy"] = _path(value, spec_dir)
+                value = f"{Path(prefix).name}.{param}.npy"
+            renamed[param] = value
+        spec_data = {**spec_data, "weights": renamed}
+    return spec_data, files
+
+
+def _path(name: str, base: Path) -> Path:
+    p = Path(name)
+    return p if p.is_absolute() else base / p
+
+
+def bundled_assignment(a: Assignment) -> tuple[str, dict[str, Path]]:
+    """The assignment as the bundle holds it: every file it names (spec files, their weights, .npy data) gets
+    a fixed name inside the bundle's assignment/ folder, and the assignment and specs say those names. So
+    absolute paths, symlinks and files outside the assignment's folder all work from wherever Gradescope
+    unpacks the zip. Returns (assignment YAML text, {bundle-relative name: file on this machine})."""
+    data = json.loads(json.dumps(a.doc.data))  # a deep copy of plain data
+    files: dict[str, Path] = {}
+    texts: dict[str, str] = {}
+    ref_keys = [("model",)] if "model" in data else [("models", n) for n in data["models"]]
+    for key in ref_keys:
+        ref = data[key[0]] if len(key) == 1 else data[key[0]][key[1]]
+        name = key[-1] if len(key) == 2 else "model"
+        spec = ref.get("spec")
+        if isinstance(spec, str):
+            src = _path(spec, a.base)
+            spec_data, weight_files = _spec_files(a.specs[name].document.data, src.parent, f"specs/{name}")
+            if weight_files:  # the spec names files: write it with the new names (its comments are lost)
+                texts[f"specs/{name}.yaml"] = f"# {src.name}, as bundled by cnnspec\n" + yaml.safe_dump(
+                    spec_data, sort_keys=False, default_flow_style=None, width=100)
+            else:  # keep the instructor's text as it is
+                files[f"specs/{name}.yaml"] = src
+            files.update(weight_files)
+            ref["spec"] = f"specs/{name}.yaml"
+        elif isinstance(spec, dict):  # inline: its weight files are relative to the assignment
+            ref["spec"], weight_files = _spec_files(spec, a.base, f"specs/{name}")
+            ref["spec"] = _relative_weights(ref["spec"], "specs/")
+            files.update(weight_files)
+    for dname, entry in a.entries.items():
         if entry.npy:
-            p = Path(entry.npy)
-            files.append(p if p.is_absolute() else a.base / p)
-    out, seen = [], set()
-    for f in files:
-        r = f.resolve()
-        if r not in seen:
-            seen.add(r)
-            out.append(r)
-    return out
+            files[f"data/{dname}.npy"] = _path(entry.npy, a.base)
+            raw = data["data"][dname]
+            data["data"][dname] = {**raw, "npy": f"data/{dname}.npy"} if isinstance(raw, dict) else f"data/{dname}.npy"
+    header = f"# {a.path.name if a.path else a.name}, as bundled by cnnspec (paths renamed into the bundle)\n"
+    text = header + yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+    return text, {**files, **{k: v for k, v in texts.items()}}
+
+
+def _relative_weights(spec_data: Any, folder: str) -> Any:
+    """An inline spec's renamed weight files live in `folder` (relative to the assignment)."""
+    w = spec_data.get("weights") if isinstance(spec_data, dict) else None
+    if isinstance(w, str):
+        return {**spec_data, "weights": folder + w}
+    if isinstance(w, dict):
+        return {**spec_data, "weights": {k: folder + v if isinstance(v, str) else v for k, v in w.items()}}
+    return spec_data
 
 
 def _source_tree() -> Optional[Path]:
@@ -278,19 +320,56 @@ def _source_tree() -> Optional[Path]:
     return None
 
 
+def installed_wheel() -> tuple[str, bytes]:
+    """A wheel of the installed cnnspec, re-packed from the files pip recorded (for a bundle made after
+    `pip install .`, where there is no source tree and this version may not be on PyPI)."""
+    import base64
+    import hashlib
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("cnnspec")
+    except metadata.PackageNotFoundError:
+        raise DataError("cnnspec is not installed as a package: give --wheel WHEEL (build one with 'pip wheel .' "
+                        "in a checkout) or --from-pypi") from None
+    version = dist.version
+    info = f"cnnspec-{version}.dist-info"
+    members: dict[str, bytes] = {}
+    for f in dist.files or []:
+        parts = Path(str(f)).parts
+        if not parts or parts[0] == ".." or "__pycache__" in parts or str(f).endswith((".pyc", ".pyo")):
+            continue
+        if parts[0].endswith(".dist-info") and parts[-1] in ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json"):
+            continue
+        name = "/".join((info,) + parts[1:]) if parts[0].endswith(".dist-info") else "/".join(parts)
+        members[name] = Path(dist.locate_file(f)).read_bytes()
+    if not any(n.startswith("grader/") for n in members) or f"{info}/METADATA" not in members:
+        raise DataError("the installed cnnspec is incomplete (no grader package or METADATA): give --wheel WHEEL")
+    members.setdefault(f"{info}/WHEEL", b"Wheel-Version: 1.0\nGenerator: cnnspec\nRoot-Is-Purelib: true\n"
+                                        b"Tag: py3-none-any\n")
+    record = []
+    for name, data in members.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(data)}")
+    record.append(f"{info}/RECORD,,")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in sorted(members.items()):
+            zf.writestr(zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0)), data)
+        zf.writestr(zipfile.ZipInfo(f"{info}/RECORD", date_time=(2024, 1, 1, 0, 0, 0)), "\n".join(record) + "\n")
+    return f"cnnspec-{version}-py3-none-any.whl", buf.getvalue()
+
+
 def bundle(a: Assignment, wheel: Optional[str] = None, from_pypi: bool = False) -> tuple[bytes, list[str]]:
-    """A Gradescope autograder zip: setup.sh, run_autograder, assignment/..., and cnnspec itself."""
+    """A Gradescope autograder zip: setup.sh, run_autograder, assignment/..., and cnnspec itself (its source
+    tree, --wheel, the installed package re-packed as a wheel, or --from-pypi)."""
+    from cnnspec.files import read_input
+
     if a.path is None:
         raise DataError("bundle needs an assignment file (not text)")
     notes: list[str] = []
-    files = referenced_files(a)
-    parents = [f.parent for f in files]
-    common_parts = []  # the longest folder holding every file: paths inside the zip stay relative
-    for parts in zip(*[p.parts for p in parents]):
-        if len(set(parts)) != 1:
-            break
-        common_parts.append(parts[0])
-    common = Path(*common_parts)
+    text, files = bundled_assignment(a)
+    rel = a.path.name
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         def add(name: str, data: bytes, executable: bool = False):
@@ -299,25 +378,27 @@ def bundle(a: Assignment, wheel: Optional[str] = None, from_pypi: bool = False) 
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, data)
 
-        for f in files:
-            if not f.is_file():
-                raise DataError(f"{f}: referenced by the assignment but not found")
-            add(f"assignment/{f.relative_to(common).as_posix()}", f.read_bytes())
-        rel = a.path.resolve().relative_to(common).as_posix()
+        add(f"assignment/{rel}", text.encode("utf-8"))
+        for name, f in sorted(files.items()):
+            data = f.encode("utf-8") if isinstance(f, str) else read_input(f, "bundled", 2 * 1024**3)
+            add(f"assignment/{name}", data)
         if wheel:
             w = Path(wheel)
-            if not w.is_file() or w.suffix != ".whl":
+            if w.suffix != ".whl":
                 raise DataError(f"--wheel {wheel}: not a .whl file")
-            add(f"dist/{w.name}", w.read_bytes())
+            add(f"dist/{w.name}", read_input(w, "wheel", 2 * 1024**3))
             install = f"'./dist/{w.name}'"
         elif from_pypi:
             install = f"'cnnspec=={cnnspec.__version__}'"
+            notes.append(f"setup.sh installs cnnspec=={cnnspec.__version__} from PyPI: make sure that release exists "
+                         "there, or bundle this installation (leave out --from-pypi)")
         else:
             src = _source_tree()
             if src is None:
-                install = f"'cnnspec=={cnnspec.__version__}'"
-                notes.append("cnnspec is not installed from a source tree: setup.sh installs "
-                             f"cnnspec=={cnnspec.__version__} from PyPI (give --wheel to bundle one)")
+                name, data = installed_wheel()
+                add(f"dist/{name}", data)
+                install = f"'./dist/{name}'"
+                notes.append(f"bundled the installed cnnspec as dist/{name}")
             else:
                 for p in sorted(src.iterdir()):
                     if p.is_file() and (p.name in ("pyproject.toml", "setup.cfg", "setup.py", "MANIFEST.in")

@@ -303,11 +303,50 @@ def test_bundle_is_a_working_gradescope_autograder(capsys, tmp_path):
     assert code == 0 and doc["score"] == visible == 15 and sum(t["score"] for t in doc["tests"]) == 17
 
 
-def test_lecture_bundle_keeps_relative_spec_paths(capsys, tmp_path):
+def test_lecture_bundle_renames_every_file_into_the_bundle(capsys, tmp_path):
     out = tmp_path / "a.zip"
     assert run(capsys, "assignment", "bundle", LECTURE, "-o", out)[0] == 0
     names = zipfile.ZipFile(out).namelist()
-    assert "assignment/assignments/lecture.yaml" in names and "assignment/lecture_conv1.yaml" in names
+    assert "assignment/lecture.yaml" in names and "assignment/specs/conv100.yaml" in names
+
+
+def test_bundle_with_symlinked_and_absolute_paths_grades_from_another_directory(capsys, tmp_path):
+    """Spec files behind symlinks and outside the assignment's folder, an absolute .npy path and spec weights:
+    the bundle renames them all, and the unpacked bundle grades from a directory of its own."""
+    course = tmp_path / "course"
+    (course / "hw").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(ROOT / "specs" / "lecture_linear.yaml", elsewhere / "real_linear.yaml")
+    (course / "hw" / "linear.yaml").symlink_to(elsewhere / "real_linear.yaml")
+    np.save(elsewhere / "x.npy", np.array([[0.6, 0.8]]))
+    np.savez(elsewhere / "w.npz", **{"fc.weight": np.array([[0.5, 0.1]])})
+    spec = (ROOT / "specs" / "lecture_linear.yaml").read_text()
+    (elsewhere / "weighted.yaml").write_text(spec.replace("name: lecture-linear", "name: weighted")
+                                             .split("weights:")[0] + "weights: w.npz\n")
+    (course / "hw" / "hw.yaml").write_text(f"""cnnspec_assignment: 1
+name: hw
+models:
+  neuron: {{spec: linear.yaml, input: x, target: y}}
+  weighted: {{spec: {elsewhere / 'weighted.yaml'}, input: x, target: y}}
+data:
+  x: {elsewhere / 'x.npy'}
+  y: [[3.0]]
+questions:
+  - {{id: y_hat, kind: output, model: neuron}}
+  - {{id: y_hat2, kind: output, model: weighted}}
+""")
+    out = tmp_path / "a.zip"
+    code, _, err = run(capsys, "assignment", "bundle", course / "hw" / "hw.yaml", "-o", out)
+    assert code == 0, err
+    unpacked = tmp_path / "unpacked"
+    zipfile.ZipFile(out).extractall(unpacked)
+    shutil.rmtree(elsewhere)  # nothing outside the bundle may be needed
+    shutil.rmtree(course)
+    sub = tmp_path / "sub.yaml"
+    sub.write_text("y_hat: [[0.38]]\ny_hat2: [[0.38]]\n")
+    code, out_text, err = run(capsys, "grade", unpacked / "assignment" / "hw.yaml", sub)
+    assert code == 0, out_text + err
 
 
 def test_help_texts(capsys):
