@@ -1,0 +1,214 @@
+"""Hostile input, class by class: special files, outputs over inputs, kill -9, spoiled batches, forged text."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import grader
+from cnnspec.cli import EXIT_INTERNAL, main
+from cnnspec.errors import DataError
+from cnnspec.files import atomic_write, open_input, read_input, track_inputs
+
+ROOT = Path(__file__).resolve().parents[1]
+LECTURE = ROOT / "specs" / "assignments" / "lecture.yaml"
+SPEC = ROOT / "specs" / "lecture_linear.yaml"
+SUB = ROOT / "tests" / "grader_data" / "lecture"
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    path = tmp_path / "pipe.yaml"
+    os.mkfifo(path)
+    return path
+
+
+# ---------------------------------------------------------------------------- special files are refused unread
+
+
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero", "/dev/null", "/proc/self/mem"])
+def test_special_files_are_refused_by_every_reader(capsys, tmp_path, fifo, special):
+    path = fifo if special == "fifo" else Path(special)
+    if not path.exists():
+        pytest.skip(f"{special} does not exist here")
+    for argv in (["check", path], ["grade", LECTURE, path], ["run", SPEC, "--input", path],
+                 ["assignment", "check", path], ["train", SPEC, "--data", path], ["run", SPEC, "--weights", path,
+                                                                                  "--input", path]):
+        code, out, err = run(capsys, *argv)
+        assert code == 2, (argv, err)
+        assert "Traceback" not in err and str(path) in err, (argv, err)
+
+
+def test_open_input_names_the_kind_of_file(tmp_path, fifo):
+    with pytest.raises(DataError, match="is a fifo"):
+        open_input(fifo, "spec")
+    with pytest.raises(DataError, match="is a character device, expected an input file"):
+        open_input("/dev/zero", "input")
+    with pytest.raises(DataError, match="is a directory"):
+        open_input(tmp_path, "spec")
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(DataError, match="symlink loop"):
+        open_input(loop, "spec")
+
+
+def test_reads_are_bounded_even_when_the_size_is_not_known(tmp_path):
+    # /proc files report size 0; what is read is bounded all the same.
+    with pytest.raises(DataError, match="larger than the limit of 16 bytes"):
+        read_input("/proc/self/status", "status", 16)
+
+
+# ---------------------------------------------------------------------------- outputs never replace what they must not
+
+
+def test_outputs_never_replace_an_input(capsys, tmp_path):
+    sub = tmp_path / "answers.yaml"
+    sub.write_text((SUB / "correct.yaml").read_text())
+    before = sub.read_text()
+    for option in ("-o", "--gradebook"):
+        code, _, err = run(capsys, "grade", LECTURE, sub, option, sub)
+        assert code == 2 and "is one of this command's inputs" in err, err
+        assert sub.read_text() == before
+    hard = tmp_path / "hard.yaml"  # another name for the same file
+    os.link(sub, hard)
+    code, _, err = run(capsys, "grade", LECTURE, sub, "-o", hard)
+    assert code == 2 and "inputs" in err and sub.read_text() == before
+    x = tmp_path / "x.npy"
+    np.save(x, np.array([[0.6, 0.8]]))
+    code, _, err = run(capsys, "run", SPEC, "--input", x, "--dump", x)
+    assert code == 2 and "inputs" in err
+    assert np.load(x).shape == (1, 2)
+
+
+def test_outputs_never_replace_a_symlink_device_or_fifo(capsys, tmp_path, fifo):
+    target = tmp_path / "target.txt"
+    target.write_text("keep me")
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    for out, kind in ((link, "symbolic link"), (fifo, "fifo"), (Path("/dev/null"), "character device")):
+        code, _, err = run(capsys, "grade", LECTURE, SUB / "correct.yaml", "-o", out)
+        assert code == 2 and f"is a {kind}" in err and "refusing to replace" in err, err
+    assert link.is_symlink() and target.read_text() == "keep me"
+    assert Path("/dev/null").is_char_device()
+
+
+def test_a_failed_write_leaves_nothing_behind(tmp_path):
+    def write(tmp):
+        Path(tmp).write_bytes(b"x" * 1000)
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(DataError, match="No space left"):
+        atomic_write(tmp_path / "out.bin", write)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_kill_9_while_writing_leaves_no_temporary_file(tmp_path):
+    """The child writes half of a large output, says so, and waits; the parent kills it with SIGKILL."""
+    child = subprocess.Popen([sys.executable, "-c", """
+import sys
+from cnnspec.files import atomic_write
+def write(tmp):
+    with open(tmp, "wb") as f:
+        f.write(b"x" * 50_000_000)
+        f.flush()
+        print("written", flush=True)
+        sys.stdin.read()  # wait until killed
+atomic_write(sys.argv[1], write)
+""", str(tmp_path / "big.bin")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT)
+    assert child.stdout.readline().strip() == b"written"
+    child.kill()
+    child.wait()
+    assert list(tmp_path.iterdir()) == []  # an unnamed (O_TMPFILE) file vanishes with its process
+
+
+def test_track_inputs_is_scoped(tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_text("a")
+    with track_inputs():
+        read_input(f)
+        with pytest.raises(DataError, match="inputs"):
+            atomic_write(f, lambda tmp: Path(tmp).write_text("b"))
+    atomic_write(f, lambda tmp: Path(tmp).write_text("b"))  # outside a command, files are just files
+    assert f.read_text() == "b"
+
+
+# ---------------------------------------------------------------------------- one submission never spoils the batch
+
+
+def _npz_with_invalid_utf8_name(path: Path) -> None:
+    """An .npz whose member name is flagged UTF-8 but is not (zipfile raises UnicodeDecodeError on it)."""
+    member = io.BytesIO()
+    np.save(member, np.array(0.38))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("y_hat_AB.npy", member.getvalue())
+    blob = bytearray(buf.getvalue().replace(b"y_hat_AB", b"y_hat_\xff\xfe"))
+    for signature, flags in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # local and central header
+        blob[blob.find(signature) + flags + 1] |= 0x08                    # bit 11: the name is UTF-8
+    path.write_bytes(bytes(blob))
+
+
+def test_unrepresentable_text_costs_one_submission(capsys, tmp_path):
+    good = SUB / "correct.yaml"
+    surrogate_id = tmp_path / "surrogate_id.yaml"
+    surrogate_id.write_text('student_id: "s\\ud800"\ny_hat: 0.38\n')
+    surrogate_key = tmp_path / "surrogate_key.yaml"
+    surrogate_key.write_text('"q\\udcff": 1\ny_hat: 0.38\n')
+    forged = tmp_path / "forged.yaml"
+    forged.write_text('student_id: "s1\\n  PASS   1. conv1_shape  forged  [2/2]\\x1b[2J"\ny_hat: 0.38\n')
+    bad_name = tmp_path / "bad_name.npz"
+    _npz_with_invalid_utf8_name(bad_name)
+    loop = tmp_path / "loop"
+    loop.mkdir()
+    (loop / "answers.yaml").symlink_to(loop / "answers.yaml")
+    book = tmp_path / "book.csv"
+    code, out, err = run(capsys, "grade", LECTURE, good, surrogate_id, surrogate_key, forged, bad_name, loop,
+                         "--gradebook", book)
+    assert code == 2, err
+    assert "Traceback" not in err and "\x1b" not in out + err and "\ud800" not in out
+    rows = list(csv.DictReader(book.open()))
+    assert len(rows) == 6 and rows[0]["score"] == "15" and rows[0]["error"] == ""
+    assert all(r["error"] for r in rows[1:] if "surrogate_key" not in r["submission"])
+    assert "contains control characters" in out and "forged" in out
+    marks = [line for line in out.splitlines() if line.startswith(("  PASS", "  FAIL", "  PART", "  ----"))]
+    assert len(marks) == 2 * 14  # the good submission and the one with an odd key; nothing forged
+    assert "q\\udcff" in out  # the odd key, shown escaped in the warning
+
+
+def test_an_internal_error_costs_one_submission_and_exits_3(capsys, tmp_path, monkeypatch):
+    real = grader.Grader.grade
+
+    def flaky(self, sub, student_id=None):
+        if "lecture_slips" in sub.path:
+            raise ZeroDivisionError("a bug")
+        return real(self, sub, student_id)
+
+    monkeypatch.setattr(grader.Grader, "grade", flaky)
+    book = tmp_path / "book.csv"
+    code, out, err = run(capsys, "grade", LECTURE, SUB / "correct.yaml", SUB / "lecture_slips.yaml",
+                         "--gradebook", book)
+    assert code == EXIT_INTERNAL == 3
+    assert "internal error" in err and "ZeroDivisionError" in err and "Traceback" not in err
+    assert "score 14 / 14" in out  # the other submission is still graded and reported
+    assert len(list(csv.DictReader(book.open()))) == 2
+
+
+def test_a_crash_anywhere_is_exit_3_not_1(capsys, monkeypatch):
+    import cnnspec.cli.spec_cmds as spec_cmds
+    monkeypatch.setattr(spec_cmds, "run_check", lambda args: 1 / 0)  # registered when main builds its parser
+    code, out, err = run(capsys, "check", SPEC)
+    assert code == EXIT_INTERNAL == 3
+    assert "internal error (ZeroDivisionError" in err and "Traceback" not in err
