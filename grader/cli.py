@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from cnnspec.errors import DataError
+from cnnspec.text import printable
 
 GRADE_EPILOG = """examples:
   cnnspec grade specs/assignments/lecture.yaml answers.yaml
@@ -172,7 +173,8 @@ def run_grade(args: argparse.Namespace) -> int:
     assignment = load_assignment(args.assignment)
     grader = Grader(assignment, now=now)
     results = []
-    for path in progress(args.submissions, total=len(args.submissions), desc="grading"):
+    paths = progress(args.submissions, desc="grading") if len(args.submissions) > 1 else args.submissions
+    for path in paths:
         results.append(grader.grade_file(path, args.student))
     color = args.format == "text" and not args.output and use_color(sys.stdout)
     text = render(results, args.format, audience="instructor" if args.instructor else "student", color=color,
@@ -206,16 +208,20 @@ def _cell(text: str) -> str:
 
 
 def gradebook_csv(results, assignment) -> str:
-    """One row per submission: id, file, variant, score, max, percent, error, then each question's score."""
+    """One row per submission: id, file, variant, score, max, percent, error, possible_copying (whose reference
+    answers its wrong answers match: 's101: logits, loss'), then each question's score."""
+    from .report import copying_summary
+
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     ids = [q.id for q in assignment.questions]
-    w.writerow(["student_id", "submission", "variant", "score", "max_score", "percent", "error", *ids])
+    w.writerow(["student_id", "submission", "variant", "score", "max_score", "percent", "error", "possible_copying",
+                *ids])
     for r in results:
         scores = {q.id: q.score for q in r.questions}
         w.writerow([_cell(r.student_id or ""), _cell(str(r.submission)), _cell(r.variant or ""), f"{r.score:g}",
-                    f"{r.max_score:g}", f"{r.percent:g}", _cell(r.error or ""), *(f"{scores[i]:g}" if scores.get(i) is not None else ""
-                                                      for i in ids)])
+                    f"{r.max_score:g}", f"{r.percent:g}", _cell(r.error or ""), _cell(copying_summary(r)),
+                    *(f"{scores[i]:g}" if scores.get(i) is not None else "" for i in ids)])
     return buf.getvalue()
 
 
@@ -233,11 +239,18 @@ def run_check(args: argparse.Namespace) -> int:
     if args.json:
         text = json.dumps(report, indent=2) + "\n"
     else:
-        lines = [f"{args.assignment}: ok ({a.name}: {len(a.questions)} questions, {a.max_score:g} points, "
-                 f"{len(a.refs)} model(s), {'per-student data' if a.has_variants else 'the same data for everyone'})"]
+        bad = [q for q in report["questions"] if not q["ok"]]
+        verdict = "ok" if not bad else f"{len(bad)} question{'s' if len(bad) != 1 else ''} cannot be graded"
+        n_models = len(a.refs)
+        variant = (f"per-student data, checked with student {report['student_id']}" if a.has_variants
+                   else "the same data for everyone")
+        lines = [f"{printable(str(args.assignment))}: {verdict} ({a.name}: {len(a.questions)} question"
+                 f"{'s' if len(a.questions) != 1 else ''}, {a.max_score:g} point{'s' if a.max_score != 1 else ''}, "
+                 f"{n_models} model{'s' if n_models != 1 else ''}, {variant})"]
         for q in report["questions"]:
             flag = "" if q["ok"] else f"  PROBLEM: {q['problem']}"
-            lines.append(f"  {q['number']:>2}. {q['id']:<16} {q['kind']:<18} {q['points']:g} pt  {q['visibility']}"
+            lines.append(f"  {q['number']:>2}. {q['id']:<16} {q['kind']:<18} {q['points']:g} pt{'s' if q['points'] != 1 else ' '}"
+                         f"  {q['visibility']}"
                          f"{'  <- ' + ', '.join(q['depends_on']) if q['depends_on'] else ''}{flag}")
         text = "\n".join(lines) + "\n"
     _emit(args, text)
@@ -265,7 +278,21 @@ def run_template(args: argparse.Namespace) -> int:
     for path, array in arrays.items():
         atomic_write(path, saver(array))
     _emit(args, text)
+    if args.output:
+        extra = f" and {len(arrays)} data file{'s' if len(arrays) != 1 else ''} next to it" if arrays else ""
+        print(f"wrote the answer template {printable(args.output)}{extra}{_whose(a, args.student)}", file=sys.stderr)
     return 0
+
+
+def _whose(a, student) -> str:
+    """', with the data of student X' for per-student assignments (the sample student when none was given)."""
+    if not a.has_variants:
+        return ""
+    from .tools import SAMPLE_STUDENT
+    if student:
+        return f", with the data of student {printable(student)}"
+    return (f", with the data of the sample student '{SAMPLE_STUDENT}' (per-student data: give --student ID for "
+            "a real student's)")
 
 
 def run_solution(args: argparse.Namespace) -> int:
@@ -276,8 +303,11 @@ def run_solution(args: argparse.Namespace) -> int:
     out = args.output
     if out and out.lower().endswith(".npz"):
         _write(out, solution_npz(a, args.student))
-        return 0
-    _emit(args, solution_text(a, args.student, as_json=bool(out and out.lower().endswith(".json"))))
+    else:
+        _emit(args, solution_text(a, args.student, as_json=bool(out and out.lower().endswith(".json"))))
+    if out or a.has_variants:
+        where = f"wrote the solution {printable(out)}" if out else "the solution above is"
+        print(f"{where} (instructor data: it includes hidden answers){_whose(a, args.student)}", file=sys.stderr)
     return 0
 
 

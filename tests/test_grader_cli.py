@@ -465,3 +465,30 @@ def test_an_unreadable_json_file_is_an_unreadable_submission(tmp_path, monkeypat
     monkeypatch.setattr(os, "open", denied)
     r = grader.Grader(grader.load_assignment(LECTURE)).grade_file(f)
     assert r.error and "Permission denied" in r.error
+
+
+def test_assignment_check_never_says_ok_next_to_a_problem(capsys, tmp_path):
+    hw = tmp_path / "hw.yaml"
+    hw.write_text(f"""cnnspec_assignment: 1
+name: overflow
+model: {{spec: {ROOT / 'specs' / 'lecture_linear.yaml'}, input: x, target: y}}
+data: {{x: [[1.0e308, 1.0e308]], y: [[3.0]]}}
+questions:
+  - {{id: loss, kind: loss}}
+  - {{id: y_hat, kind: output}}
+""")
+    code, out, err = run(capsys, "assignment", "check", hw)
+    assert code == 1
+    first = out.splitlines()[0]
+    assert ": ok" not in first and "1 question cannot be graded" in first and "1 model," in first, first
+    assert "PROBLEM" in out
+
+
+def test_template_and_solution_say_what_they_wrote_and_whose_data(capsys, tmp_path):
+    code, out, err = run(capsys, "assignment", "template", BN, "-o", tmp_path / "t.yaml")
+    assert code == 0 and f"wrote the answer template {tmp_path / 't.yaml'}" in err
+    assert "sample student 'sample-student'" in err and "--student" in err
+    code, out, err = run(capsys, "assignment", "solution", BN, "--student", "s7", "-o", tmp_path / "s.yaml")
+    assert code == 0 and f"wrote the solution {tmp_path / 's.yaml'}" in err and "student s7" in err
+    code, out, err = run(capsys, "assignment", "solution", BN)
+    assert out.startswith("# Solution") and "sample student" in err  # whose data, even on stdout
