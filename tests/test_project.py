@@ -32,3 +32,14 @@ def test_readme_explain_excerpt_is_what_explain_prints(capsys):
     assert main(["explain", str(ROOT / "specs" / "lecture_conv1.yaml")]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert lines == printed[3:3 + len(lines)]
+
+
+def test_docs_point_only_at_files_in_the_repository():
+    """Every file a doc names with a relative link exists in this repository; nothing points at shared/."""
+    root = Path(__file__).resolve().parents[1]
+    texts = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    for doc in texts:
+        text = doc.read_text()
+        assert "shared/" not in text, f"{doc.name} points at shared/, which is not in the repository"
+        for target in re.findall(r"\]\(([^)#:]+)\)", text):  # Markdown links
+            assert (doc.parent / target).exists(), f"{doc.name}: link to missing {target}"
