@@ -19,7 +19,7 @@ from ..text import printable
 EXIT_INTERNAL = 3  # an internal error (a bug, or out of memory): never 1 ("did not pass") or 2 ("your input")
 
 # Modules that add subcommands, in the order `cnnspec --help` lists them.
-COMMAND_MODULES = ("cnnspec.cli.spec_cmds", "cnnspec.cli.onnx_cmds", "cnnspec.cli.engine_cmds", "grader.cli")
+COMMAND_MODULES = ("cnnspec.cli.spec_cmds", "cnnspec.cli.onnx_cmds", "cnnspec.cli.engine_cmds", "grader.cli", "grader.service.cli")
 
 EPILOG = """exit codes: 0 success, 1 a check, verification or grade did not pass, 2 invalid input or usage,
 3 internal error (a bug in cnnspec, or out of memory).

@@ -1,0 +1,265 @@
+"""Service-side grading: stored submissions graded through the grader's public API (never a copy of it).
+
+- GraderPool: one grader.Grader per assignment version in this process (it caches reference answers per
+  data variant); a lock per version, as a Grader is not made for threads.
+- grade_stored(): grade a stored submission against a version and append the grade. Idempotent: the unique
+  (submission, version) constraint makes a second attempt (a retried job, a job racing the request that
+  graded in-line) a no-op, so there is exactly one grade per submission and version.
+- prepare_variants(): compute the reference answers of students' variants (at publish and enrolment time),
+  and record that they are ready; a submission whose variant is ready is graded inside the request.
+- views: the student view is grader.report.for_student of the stored result, with the after_due_date
+  questions released at the assignment's release date (and not before the student's own due date).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from cnnspec.text import printable
+
+from . import models as m
+from .store import UNPACKED
+
+ANSWER_SUFFIXES = (".yaml", ".yml", ".json", ".npz")
+
+
+class LoadedVersion:
+    def __init__(self, assignment, grader_obj):
+        self.assignment = assignment
+        self.grader = grader_obj
+        self.lock = threading.Lock()
+
+
+class GraderPool:
+    """Loaded assignment versions of this process (LRU), each with its Grader (references cached per variant)."""
+
+    def __init__(self, size: int = 32):
+        self.size = size
+        self._versions: OrderedDict[int, LoadedVersion] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, session, version_id: int) -> LoadedVersion:
+        with self._lock:
+            lv = self._versions.get(version_id)
+            if lv is not None:
+                self._versions.move_to_end(version_id)
+                return lv
+        version = session.get(m.AssignmentVersion, version_id)
+
+        def files():
+            rows = session.scalars(select(m.AssignmentFile).where(m.AssignmentFile.version_id == version_id))
+            return {r.path: r.content for r in rows}
+
+        import grader
+        from grader.grading import Grader
+
+        path = UNPACKED.path(version.sha256, version.main_path, files)
+        a = grader.load_assignment(path)
+        lv = LoadedVersion(a, Grader(a, check_copying=False))
+        with self._lock:
+            lv = self._versions.setdefault(version_id, lv)
+            while len(self._versions) > self.size:
+                self._versions.popitem(last=False)
+        return lv
+
+
+POOL = GraderPool()
+
+
+def safe_filename(name: str) -> str:
+    base = os.path.basename((name or "").replace("\\", "/")) or "answers.yaml"
+    suffix = Path(base).suffix.lower()
+    if suffix not in ANSWER_SUFFIXES:
+        suffix = ".yaml"
+    stem = "".join(c for c in Path(base).stem if c.isalnum() or c in "-_.")[:80] or "answers"
+    return stem + suffix
+
+
+def _in_tempdir(filename: str, payload: bytes, work):
+    """Run work(path) on the payload written to a private file; messages name `filename`, not the temp path."""
+    with tempfile.TemporaryDirectory(prefix="cnnspec-sub-") as tmp:
+        path = Path(tmp) / safe_filename(filename)
+        path.write_bytes(payload)
+        return work(path), str(path), tmp
+
+
+def student_key(session, submission: m.Submission) -> str:
+    mem = session.scalar(select(m.Membership).join(m.Assignment, m.Assignment.course_id == m.Membership.course_id)
+                         .where(m.Assignment.id == submission.assignment_id,
+                                m.Membership.user_id == submission.user_id))
+    if mem is not None and mem.student_key:
+        return mem.student_key
+    return session.get(m.User, submission.user_id).username
+
+
+def grade_payload(lv: LoadedVersion, filename: str, payload: bytes, key: str, now: datetime):
+    """-> (SubmissionResult (instructor view) as JSON, seconds)."""
+    import json
+
+    started = time.perf_counter()
+
+    def work(path):
+        with lv.lock:
+            lv.grader.now = now
+            return lv.grader.grade_file(path, key)
+
+    result, path, tmp = _in_tempdir(filename, payload, work)
+    shown = safe_filename(filename)
+    doc = result.model_dump(mode="json")
+    doc["submission"] = shown
+    text = json.dumps(doc).replace(json.dumps(path)[1:-1], shown).replace(json.dumps(tmp + os.sep)[1:-1], "")
+    return json.loads(text), time.perf_counter() - started
+
+
+def check_format(lv: LoadedVersion, filename: str, payload: bytes) -> dict:
+    """Read the answers as grading would, without grading them (no attempt spent, no expected value)."""
+    from cnnspec.errors import DataError
+    import grader
+
+    shown = safe_filename(filename)
+
+    def work(path):
+        try:
+            return grader.load_submission(path), None
+        except DataError as exc:
+            return None, str(exc)
+
+    (sub, error), path, tmp = _in_tempdir(filename, payload, work)
+    if error is not None:
+        return {"ok": False, "error": error.replace(path, shown).replace(tmp + os.sep, ""), "questions": [],
+                "unknown": []}
+    a = lv.assignment
+    qs = []
+    for q in a.questions:
+        ans = sub.answers.get(q.id)
+        if ans is None:
+            qs.append({"id": q.id, "status": "missing", "message": f"no answer for '{q.id}'"})
+        elif ans.error is not None:
+            msg = ans.error + (f" ({ans.where})" if ans.where else "")
+            qs.append({"id": q.id, "status": "missing" if ans.missing else "unreadable",
+                       "message": msg.replace(path, shown).replace(tmp + os.sep, "")})
+        else:
+            qs.append({"id": q.id, "status": "readable", "message": "", "shape": list(ans.value.shape),
+                       "notes": list(ans.notes)})
+    ids = {q.id for q in a.questions}
+    unknown = [printable(k) for k in sub.answers if k not in ids]
+    return {"ok": all(q["status"] == "readable" for q in qs), "error": None, "questions": qs, "unknown": unknown}
+
+
+def variant_key(lv: LoadedVersion, key: str) -> str:
+    try:
+        return lv.assignment.variant_key(key)
+    except Exception:  # noqa: BLE001 - no usable id: the grader reports it when grading
+        return "invalid"
+
+
+def variant_ready(session, version_id: int, vkey: str) -> bool:
+    return session.scalar(select(m.Variant.ok).where(m.Variant.version_id == version_id,
+                                                     m.Variant.key == vkey)) is not None
+
+
+def prepare_variants(session_factory, version_id: int, keys: Optional[list[str]], clock) -> int:
+    """Compute and record the reference answers of these students' variants (None: every enrolled student's,
+    or the one shared variant). Returns how many were computed."""
+    import numpy as np
+
+    with session_factory() as session:
+        lv = POOL.get(session, version_id)
+        a = lv.assignment
+        if keys is None:
+            if a.has_variants:
+                version = session.get(m.AssignmentVersion, version_id)
+                asg = session.get(m.Assignment, version.assignment_id)
+                keys = []
+                for mem in session.scalars(select(m.Membership).where(m.Membership.course_id == asg.course_id,
+                                                                     m.Membership.role == "student")):
+                    keys.append(mem.student_key or mem.user.username)
+            else:
+                keys = ["shared"]
+        done = set(session.scalars(select(m.Variant.key).where(m.Variant.version_id == version_id)))
+    count = 0
+    for key in keys:
+        vkey = variant_key(lv, key) if a.has_variants else "shared"
+        if vkey in done or vkey == "invalid":
+            continue
+        problem, ok = "", True
+        h = hashlib.sha256()
+        try:
+            with lv.lock:
+                ref = lv.grader.reference(None if vkey == "shared" else key)
+                for name in sorted(ref.variant.data):
+                    arr = np.ascontiguousarray(ref.variant.data[name])
+                    h.update(name.encode() + b"\0" + str(arr.dtype).encode() + str(arr.shape).encode() + arr.tobytes())
+                for q in a.questions:
+                    try:
+                        ref.expected(q)
+                    except Exception as exc:  # noqa: BLE001 - recorded: that question cannot be graded
+                        problem += f"{q.id}: {printable(str(exc))[:300]}\n"
+        except Exception as exc:  # noqa: BLE001
+            ok, problem = False, printable(str(exc))[:1000]
+        with session_factory() as session, session.begin():
+            session.add(m.Variant(version_id=version_id, key=vkey, data_sha256=h.hexdigest(), ok=ok,
+                                  problem=problem, computed_at=clock.now()))
+            try:
+                session.flush()
+            except IntegrityError:
+                session.rollback()
+                continue
+        done.add(vkey)
+        count += 1
+    return count
+
+
+def grade_stored(session_factory, submission_id: int, version_id: int, how: str, clock,
+                 lv: Optional[LoadedVersion] = None) -> bool:
+    """Grade a stored submission against a version and append the grade; False when it already had one."""
+    with session_factory() as session:
+        if session.scalar(select(m.Grade.id).where(m.Grade.submission_id == submission_id,
+                                                   m.Grade.version_id == version_id)) is not None:
+            return False
+        sub = session.get(m.Submission, submission_id)
+        if sub is None:
+            return False
+        key = student_key(session, sub)
+        lv = lv or POOL.get(session, version_id)
+        filename, payload = sub.filename, sub.payload
+    delay = float(os.environ.get("CNNSPEC_SERVICE_TEST_GRADE_DELAY", "0") or 0)
+    if delay and how != "request":   # tests only: hold a job open long enough to kill its worker mid-job
+        time.sleep(delay)
+    doc, seconds = grade_payload(lv, filename, payload, key, clock.now())
+    with session_factory() as session:
+        try:
+            with session.begin():
+                session.add(m.Grade(submission_id=submission_id, version_id=version_id, score=doc["score"],
+                                    max_score=doc["max_score"], error=bool(doc.get("error")), result=doc, how=how,
+                                    grading_seconds=seconds, created_at=clock.now()))
+        except IntegrityError:
+            return False
+    return True
+
+
+# ------------------------------------------------------------------------ views
+
+
+def student_view(doc: dict, release: Optional[datetime], now: datetime) -> dict:
+    from grader.report import SubmissionResult, for_student
+
+    r = SubmissionResult.model_validate(doc)
+    r = r.model_copy(update={"due_date": release.isoformat() if release else None})
+    return for_student(r, now).model_dump(mode="json")
+
+
+def render(doc: dict, fmt: str) -> str:
+    from grader.report import SubmissionResult, render as render_results
+
+    return render_results([SubmissionResult.model_validate(doc)], fmt, audience="instructor")
