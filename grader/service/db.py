@@ -74,7 +74,8 @@ def migrate(engine: Engine) -> None:
             conn.commit()
             if not inspect(conn).has_table("procrastinate_jobs"):
                 from .jobs import procrastinate_schema
-                conn.exec_driver_sql(procrastinate_schema())
+                with conn.connection.driver_connection.cursor() as cur:   # no parameters: '%' is literal
+                    cur.execute(procrastinate_schema())
                 conn.commit()
         finally:
             conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_ID})

@@ -112,7 +112,7 @@ def submit(course_id: int, assignment_id: int, request: Request, answers: Upload
 
     # Lock the student's membership row: their count of submissions cannot change until we commit (on SQLite
     # the IMMEDIATE transaction holds the write lock already).
-    s.scalar(select(m.Membership).where(m.Membership.id == mem.id).with_for_update())
+    s.scalar(select(m.Membership.id).where(m.Membership.id == mem.id).with_for_update())
     sub = existing()
     if sub is not None:
         return replay(sub)

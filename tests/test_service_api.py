@@ -1,0 +1,352 @@
+"""The service's API against real databases: SQLite (a file, WAL) and PostgreSQL (127.0.0.1:5432)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import timedelta
+
+import pytest
+
+pytest.importorskip("fastapi")
+
+from service_helpers import (BN, LECTURE, SLIPS, T0, build_world, database, make_token, upload)  # noqa: F401,E402
+
+SOLUTION = None
+
+
+def solution_bytes(path=LECTURE, student=None) -> bytes:
+    import grader
+    from grader.tools import solution_text
+    return solution_text(grader.load_assignment(path), student).encode()
+
+
+@pytest.fixture
+def world(database):
+    return build_world(database)
+
+
+def url(w, tail=""):
+    return f"/api/v1/courses/{w.course_id}/assignments/{w.assignment_id}{tail}"
+
+
+def test_submission_graded_in_request_with_student_and_staff_views(world):
+    w = world
+    r = w.submit("alice", SLIPS.read_bytes(), key="k1")
+    assert r.status_code == 201, r.text
+    body = r.json()
+    fb = body["feedback"]
+    assert fb["status"] == "graded" and fb["view"] == "student"
+    qs = {q["id"]: q for q in fb["result"]["questions"]}
+    assert qs["conv1_shape"]["expected"] == [98, 98, 6] and qs["conv1_shape"]["status"] == "failed"
+    assert qs["w1_new_lr1"]["status"] == "withheld" and qs["w1_new_lr1"]["expected"] is None   # hidden
+    assert qs["conv2_params"]["status"] == "withheld"                                           # before due
+    assert body["received_at"].startswith("2030-03-01T12:00:00")
+    # The same text as `cnnspec grade` (student view), from the feedback route.
+    text = w.client.get(f"/api/v1/submissions/{body['id']}/feedback", headers=w.h("alice")).text
+    assert "FAIL   1. conv1_shape" in text and "expected [98, 98, 6], got [97, 97, 6]" in text
+    assert "3.644" not in text
+    staff = w.client.get(f"/api/v1/submissions/{body['id']}", headers=w.h("prof")).json()["feedback"]
+    sq = {q["id"]: q for q in staff["result"]["questions"]}
+    assert staff["view"] == "staff" and sq["w1_new_lr1"]["expected"] == pytest.approx(3.644)
+    # Exactly one grade, from the request; the safety-net job is a no-op.
+    w.clock.set(T0 + timedelta(minutes=5))
+    w.drain()
+    from grader.service import models as m
+    with w.svc.sessions() as s:
+        grades = s.query(m.Grade).filter(m.Grade.submission_id == body["id"]).all()
+        assert [g.how for g in grades] == ["request"]
+        sub = s.get(m.Submission, body["id"])
+        assert sub.payload == SLIPS.read_bytes()
+
+
+def test_idempotent_retry_returns_the_stored_submission(world):
+    w = world
+    data = solution_bytes()
+    first = w.submit("amy", data, key="retry-1")
+    assert first.status_code == 201
+    again = w.submit("amy", data, key="retry-1")
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"] and again.json()["replayed"]
+    assert again.json()["feedback"]["score"] == first.json()["feedback"]["score"]
+    other = w.submit("amy", data + b"\n# changed\n", key="retry-1")
+    assert other.status_code == 422
+    listing = w.client.get(url(w, "/submissions"), headers=w.h("amy")).json()
+    assert len(listing) == 1 and listing[0]["number"] == 1
+    # Another student's identical key is their own submission.
+    assert w.submit("alice", data, key="retry-1").status_code == 201
+
+
+def test_per_student_data_not_ready_answers_202_and_the_job_grades_it(world):
+    w = world
+    r = upload(w, BN)
+    assert r.status_code == 201, r.text
+    aid = r.json()["id"]
+    w.client.post(f"/api/v1/courses/{w.course_id}/assignments/{aid}/publish", headers=w.h("prof"), json={})
+    # No job ran yet: alice's reference is not ready, so the request only stores and queues.
+    import grader
+    from grader.tools import solution_text
+    key = key_of(w, "alice")
+    assert key.startswith("a-")
+    answers = solution_text(grader.load_assignment(BN), key)
+    r = w.submit("alice", answers.encode(), key="bn-1", assignment_id=aid)
+    assert r.status_code == 202, r.text
+    assert r.headers["location"] == f"/api/v1/submissions/{r.json()['id']}"
+    assert r.json()["feedback"]["status"] == "pending"
+    w.drain()
+    got = w.client.get(f"/api/v1/submissions/{r.json()['id']}", headers=w.h("alice")).json()
+    assert got["feedback"]["status"] == "graded"
+    # Graded with alice's own variant (her roster student_id), whatever the file claims.
+    assert got["feedback"]["result"]["variant"].startswith("student:a-")
+    w.drain()
+    from grader.service import models as m
+    with w.svc.sessions() as s:
+        assert s.query(m.Grade).filter(m.Grade.submission_id == r.json()["id"]).count() == 1
+    # Now that the references are prepared, the next submission is graded in the request.
+    r2 = w.submit("alice", answers.encode(), key="bn-2", assignment_id=aid)
+    assert r2.status_code == 201 and r2.json()["feedback"]["status"] == "graded"
+
+
+def test_check_format_spends_no_attempt_and_rate_limit_answers_429(world):
+    w = world
+    r = w.client.patch(url(w), headers=w.h("prof"), json={"rate_limit_count": 2, "rate_limit_window_minutes": 60})
+    assert r.status_code == 200
+    for _ in range(3):
+        c = w.client.post(url(w, "/check"), headers=w.h("bob"), files={"answers": ("a.yaml", b"y_hat: [1, 2\n")})
+        assert c.status_code == 200 and c.json()["ok"] is False and "a.yaml:2:1" in c.json()["error"]
+    c = w.client.post(url(w, "/check"), headers=w.h("bob"), files={"answers": ("a.yaml", b"y_hat: 0.38\nloss: x\n")})
+    st = {q["id"]: q["status"] for q in c.json()["questions"]}
+    assert st["y_hat"] == "readable" and st["loss"] == "unreadable" and st["conv1_shape"] == "missing"
+    assert "\"expected\":" not in json.dumps(c.json()) and "0.38" not in json.dumps(c.json()).replace("0.38\\n", "")
+    assert w.submit("bob", b"y_hat: 0.38\n").status_code == 201
+    w.clock.set(T0 + timedelta(minutes=10))
+    assert w.submit("bob", b"y_hat: 0.38\n").status_code == 201
+    w.clock.set(T0 + timedelta(minutes=20))
+    r = w.submit("bob", b"y_hat: 0.38\n")
+    assert r.status_code == 429 and r.headers["retry-after"] == str(40 * 60)
+    w.clock.set(T0 + timedelta(minutes=60, seconds=1))
+    assert w.submit("bob", b"y_hat: 0.38\n").status_code == 201
+
+
+def test_payload_over_the_limit_is_413_before_parsing(database):
+    w = build_world(database, max_submission_bytes=1000)
+    big = b"y_hat: 0.38\n" + b"#" * 200_000 + b"\n"
+    r = w.submit("alice", big)
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
+
+    def chunks():   # no Content-Length: counted as it arrives
+        yield b"--x\r\nContent-Disposition: form-data; name=\"answers\"; filename=\"a.yaml\"\r\n\r\n"
+        for _ in range(100):
+            yield b"#" * 10_000
+    r = w.client.post(url(w, "/submissions"), headers={**w.h("alice"), "Content-Type": "multipart/form-data; boundary=x"},
+                      content=chunks())
+    assert r.status_code == 413
+    assert w.client.get(url(w, "/submissions"), headers=w.h("alice")).json() == []
+    # Just under the limit is fine.
+    assert w.submit("alice", b"y_hat: 0.38\n").status_code == 201
+
+
+def test_deadline_boundary_grace_penalty_cap_extension_and_close(world):
+    w = world
+    due = T0 + timedelta(days=1)
+    r = w.client.patch(url(w), headers=w.h("prof"), json={
+        "late_grace_minutes": 10, "late_percent_per_day": 10, "late_max_percent": 25,
+        "close_at": (due + timedelta(days=5)).isoformat()})
+    assert r.status_code == 200
+    data = solution_bytes()
+
+    def at(t, who="alice", key=None):
+        w.clock.set(t)
+        r = w.submit(who, data, key=key or f"{who}-{t.isoformat()}")
+        assert r.status_code == 201, r.text
+        return r.json()["feedback"]
+
+    fb = at(due)                                           # exactly at the due date: on time
+    assert fb["late"]["seconds_late"] == 0 and fb["late"]["penalty_percent"] == 0
+    fb = at(due + timedelta(minutes=10))                   # the last second of the grace period
+    assert fb["late"]["seconds_late"] == 600 and fb["late"]["penalty_percent"] == 0
+    fb = at(due + timedelta(minutes=10, seconds=1))        # one second after: one started day late
+    assert fb["late"]["days_late"] == 1 and fb["late"]["penalty_percent"] == 10
+    assert fb["score_after_penalty"] == pytest.approx(fb["score"] * 0.9)
+    fb = at(due + timedelta(days=3, seconds=1))            # four started days: 40%, capped at 25%
+    assert fb["late"]["days_late"] == 4 and fb["late"]["penalty_percent"] == 25
+    # An extension moves this student's due date (and close date), judged by receipt time.
+    w.clock.set(T0)
+    r = w.client.put(url(w, f"/extensions/{w.users['amy']}"), headers=w.h("prof"),
+                     json={"due_at": (due + timedelta(days=7)).isoformat(), "reason": "illness"})
+    assert r.status_code == 200, r.text
+    fb = at(due + timedelta(days=6), who="amy")
+    assert fb["late"]["penalty_percent"] == 0 and fb["late"]["due_at"].startswith("2030-03-09")
+    # After the close date: refused for bob, still open for amy (her extension is later).
+    w.clock.set(due + timedelta(days=5, seconds=1))
+    assert w.submit("bob", data, key="late-bob").status_code == 409
+    assert w.submit("amy", data, key="late-amy").status_code == 201
+    # The gradebook counts alice's best submission after penalties (the on-time one).
+    book = w.client.get(url(w, "/gradebook"), headers=w.h("prof")).json()
+    row = next(r for r in book["rows"] if r["user_id"] == w.users["alice"])
+    assert row["penalty_percent"] == 0 and row["final_score"] == row["raw_score"] and row["submissions"] == 4
+
+
+def test_lateness_is_receipt_time_not_grading_time(world):
+    """A submission received before the due date but graded by a job after it is on time."""
+    w = world
+    r = upload(w, BN)
+    aid = r.json()["id"]
+    due = T0 + timedelta(hours=1)
+    w.client.patch(f"/api/v1/courses/{w.course_id}/assignments/{aid}", headers=w.h("prof"),
+                   json={"due_at": due.isoformat(), "late_percent_per_day": 50})
+    w.client.post(f"/api/v1/courses/{w.course_id}/assignments/{aid}/publish", headers=w.h("prof"), json={})
+    w.clock.set(due - timedelta(seconds=1))
+    r = w.submit("bob", b"conv_shape: [2, 4, 4]\n", key="b1", assignment_id=aid)
+    assert r.status_code == 202
+    w.clock.set(due + timedelta(days=2))
+    w.drain()
+    fb = w.client.get(f"/api/v1/submissions/{r.json()['id']}", headers=w.h("bob")).json()["feedback"]
+    assert fb["status"] == "graded" and fb["late"]["penalty_percent"] == 0
+
+
+def test_roster_signup_login_cookie_csrf_and_login_rate_limit(world):
+    w = world
+    r = w.client.post(f"/api/v1/courses/{w.course_id}/roster", headers=w.h("prof"),
+                      files={"roster": ("r.csv", b"username,name,section\nnewbie-1,New Bie,A\n")})
+    assert r.status_code == 201
+    link = r.json()[0]["signup_url"]
+    token = link.split("token=")[1]
+    assert w.client.post("/api/v1/auth/signup", json={"token": token, "password": "short"}).status_code == 422
+    assert w.client.post("/api/v1/auth/signup", json={"token": token, "password": "a good password"}).status_code == 200
+    assert w.client.post("/api/v1/auth/signup", json={"token": token, "password": "again again"}).status_code == 404
+    r = w.client.post("/api/v1/auth/login", json={"username": "newbie-1", "password": "a good password"})
+    assert r.status_code == 200 and "cnnspec_session" in r.cookies
+    csrf = r.json()["csrf_token"]
+    me = w.client.get("/api/v1/me")
+    assert me.status_code == 200 and me.json()["user"]["username"] == "newbie-1"
+    no_csrf = w.client.post("/api/v1/me/tokens", json={"name": "ci"})
+    assert no_csrf.status_code == 401
+    tok = w.client.post("/api/v1/me/tokens", json={"name": "ci", "scopes": ["read", "submit"]},
+                        headers={"X-CSRF-Token": csrf})
+    assert tok.status_code == 201 and tok.json()["token"].startswith("cns_t_")
+    w.client.post("/api/v1/auth/logout", headers={"X-CSRF-Token": csrf})
+    w.client.cookies.clear()
+    assert w.client.get("/api/v1/me").status_code == 401
+    assert w.client.get("/api/v1/me", headers={"Authorization": f"Bearer {tok.json()['token']}"}).status_code == 200
+    for _ in range(w.svc.settings.login_failures):
+        assert w.client.post("/api/v1/auth/login", json={"username": "newbie-1", "password": "wrong!"}).status_code == 401
+    r = w.client.post("/api/v1/auth/login", json={"username": "newbie-1", "password": "a good password"})
+    assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+    w.clock.set(T0 + timedelta(hours=1))
+    w.client.cookies.clear()
+    assert w.client.post("/api/v1/auth/login", json={"username": "newbie-1",
+                                                      "password": "a good password"}).status_code == 200
+    w.client.cookies.clear()
+
+
+def test_gradebook_formats_sections_and_stats(world):
+    w = world
+    w.submit("alice", SLIPS.read_bytes(), key="a")
+    w.submit("bob", solution_bytes(), key="b")
+    book = w.client.get(url(w, "/gradebook"), headers=w.h("prof")).json()
+    rows = {r["username"].rsplit("-", 1)[0]: r for r in book["rows"]}
+    assert set(rows) == {"alice", "amy", "bob"} and rows["amy"]["status"] == "no submission"
+    assert rows["bob"]["final_score"] == book["assignment"]["max_score"]
+    assert rows["alice"]["questions"]["conv1_shape"] == 0
+    ta = w.client.get(url(w, "/gradebook"), headers=w.h("ta_b")).json()
+    assert [r["username"].rsplit("-", 1)[0] for r in ta["rows"]] == ["bob"]
+    text = w.client.get(url(w, "/gradebook?format=csv"), headers=w.h("prof")).text
+    table = list(csv.DictReader(io.StringIO(text)))
+    assert {r["student_id"] for r in table} >= {rows["bob"]["student_id"]} and "w1_new_lr1" in table[0]
+    canvas = list(csv.reader(io.StringIO(w.client.get(url(w, "/gradebook?format=canvas"), headers=w.h("prof")).text)))
+    assert canvas[0][:5] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
+    assert canvas[1][0] == "Points Possible" and float(canvas[1][5]) == book["assignment"]["max_score"]
+    moodle = list(csv.reader(io.StringIO(w.client.get(url(w, "/gradebook?format=moodle"), headers=w.h("prof")).text)))
+    assert moodle[0][:3] == ["ID number", "Email address", "Full name"]
+    st = w.client.get(url(w, "/stats"), headers=w.h("prof")).json()
+    conv = next(q for q in st["questions"] if q["id"] == "conv1_shape")
+    assert st["graded"] == 2 and conv["diagnoses"].get("no_plus_one") == 1 and conv["full_points"] == 1
+
+
+def test_regrade_preview_then_apply_appends_grades(world, tmp_path):
+    w = world
+    a = w.submit("alice", SLIPS.read_bytes(), key="a").json()
+    b = w.submit("bob", solution_bytes(), key="b").json()
+    # Version 2: the notes' 97 is accepted too? No - give conv1_shape 4 points instead of 2.
+    import shutil
+    root = tmp_path / "v2"
+    shutil.copytree(LECTURE.parent.parent, root, ignore=shutil.ignore_patterns("*.onnx"))
+    main = root / "assignments" / "lecture.yaml"
+    main.write_text(main.read_text().replace("    points: 2\n", "    points: 4\n", 1))
+    r = upload(w, main, assignment_id=w.assignment_id)
+    assert r.status_code == 201 and r.json()["number"] == 2 and r.json()["current"] is False, r.text
+    pv = w.client.post(url(w, "/versions/2/regrade"), headers=w.h("prof"), json={"apply": False}).json()
+    changes = {c["username"].rsplit("-", 1)[0]: c for c in pv["changes"]}
+    assert set(changes) == {"bob"} and changes["bob"]["new_score"] == changes["bob"]["old_score"] + 2
+    assert w.client.get(url(w), headers=w.h("prof")).json()["version"] == 1      # preview changed nothing
+    ap = w.client.post(url(w, "/versions/2/regrade"), headers=w.h("prof"), json={"apply": True}).json()
+    assert ap["applied"] and ap["submissions"] == 2
+    w.drain()
+    from grader.service import models as m
+    with w.svc.sessions() as s:
+        for sub in (a, b):
+            assert s.query(m.Grade).filter(m.Grade.submission_id == sub["id"]).count() == 2   # history kept
+    fb = w.client.get(f"/api/v1/submissions/{b['id']}", headers=w.h("bob")).json()["feedback"]
+    assert fb["version"] == 2 and fb["current_version"]
+    audit = w.client.get(f"/api/v1/courses/{w.course_id}/audit", headers=w.h("prof")).json()
+    actions = [e["action"] for e in audit]
+    assert "assignment.regrade" in actions and "assignment.publish" in actions and "member.add" in actions
+    regrade = next(e for e in audit if e["action"] == "assignment.regrade")
+    assert regrade["actor"].startswith("prof-") and regrade["before"] == {"version": 1}
+
+
+def test_upload_errors_name_file_line_col_and_versions_are_immutable(world, tmp_path):
+    w = world
+    bad = tmp_path / "hw" / "bad.yaml"
+    bad.parent.mkdir()
+    bad.write_text("cnnspec_assignment: 1\nname: bad\nmodel:\n  spec: {cnnspec: 1, name: m, input: {shape: [4]}, "
+                   "layers: [{name: r, type: relu}]}\nquestions:\n  - {id: q1, kind: output_shape, layr: r}\n")
+    r = upload(w, bad)
+    assert r.status_code == 422 and "bad.yaml:6:" in r.json()["detail"], r.text
+    assert str(tmp_path) not in r.text and "cnnspec-upload" not in r.text
+    r = w.client.post(f"/api/v1/courses/{w.course_id}/assignments", headers=w.h("prof"),
+                      files=[("files", ("../evil.yaml", b"x: 1"))])
+    assert r.status_code == 422
+    info = w.client.get(url(w), headers=w.h("prof")).json()
+    v1 = info["versions"][0]
+    f = w.client.get(url(w, "/versions/1/files/assignments/lecture.yaml"), headers=w.h("prof"))
+    assert f.status_code == 200 and f.content == LECTURE.read_bytes() and len(v1["sha256"]) == 64
+    import hashlib
+    assert f.headers["x-content-sha256"] == hashlib.sha256(LECTURE.read_bytes()).hexdigest()
+
+
+def test_errors_are_json_without_tracebacks(world):
+    w = world
+    r = w.client.get("/api/v1/no/such/route", headers=w.h("prof"))
+    assert r.status_code == 404 and r.json() == {"detail": "Not Found"}
+    r = w.client.post("/api/v1/courses", headers={**w.h("prof"), "Content-Type": "application/json"}, content=b"{")
+    assert r.status_code == 422 and "detail" in r.json()
+
+    def boom():
+        raise RuntimeError("secret internals /etc/passwd")
+    w.client.app.add_api_route("/api/v1/test-boom", boom)
+    r = w.client.get("/api/v1/test-boom")
+    assert r.status_code == 500 and r.json()["detail"] == "internal error" and "error_id" in r.json()
+    assert "Traceback" not in r.text and "secret" not in r.text
+    assert w.client.get("/healthz").json()["status"] == "ok"
+    assert "cnnspec_queue_depth" in w.client.get("/metrics").text
+    spec = w.client.get("/api/v1/openapi.json").json()
+    assert "/api/v1/courses/{course_id}/assignments/{assignment_id}/submissions" in spec["paths"]
+
+
+def test_template_for_a_student_has_their_data_and_no_answers(world):
+    w = world
+    r = upload(w, BN)
+    aid = r.json()["id"]
+    w.client.post(f"/api/v1/courses/{w.course_id}/assignments/{aid}/publish", headers=w.h("prof"), json={})
+    t = w.client.get(f"/api/v1/courses/{w.course_id}/assignments/{aid}/template", headers=w.h("bob"))
+    assert t.status_code == 200 and "conv_shape" in t.text and key_of(w, "bob") in t.text
+    import grader
+    from grader.tools import solution
+    _, sol = solution(grader.load_assignment(BN), key_of(w, "bob"))
+    assert json.dumps(sol["logits"].tolist() if hasattr(sol["logits"], "tolist") else sol["logits"])[:12] not in t.text
+
+
+def key_of(w, name):
+    members = w.client.get(f"/api/v1/courses/{w.course_id}/members", headers=w.h("prof")).json()
+    return next(x["student_key"] for x in members if x["user_id"] == w.users[name])
