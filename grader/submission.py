@@ -21,8 +21,8 @@ from cnnspec.errors import DataError, SpecError
 from cnnspec.files import open_input, read_input
 from cnnspec.text import printable
 
-MAX_FILE_BYTES = 16 * 1024 * 1024          # a JSON submission
-MAX_YAML_BYTES = 4 * 1024 * 1024           # a YAML submission (large arrays belong in .npy or .npz files)
+MAX_TEXT_BYTES = 4 * 1024 * 1024           # a YAML or JSON submission (large arrays belong in .npy or .npz files:
+                                           # text costs ~25-75x its size in memory as Python lists)
 MAX_ANSWERS = 10_000                       # keys in one submission
 MAX_NPZ_BYTES = 64 * 1024 * 1024           # an .npz submission or one .npy answer, on disk
 MAX_NPZ_UNPACKED = 256 * 1024 * 1024       # all members of an .npz, uncompressed
@@ -97,7 +97,7 @@ def load_submission(path) -> Submission:
         return _load_npz(p)
     if suffix == ".json":
         return _from_mapping(_read_json(p), p, None)
-    limit = MAX_YAML_BYTES
+    limit = MAX_TEXT_BYTES
     try:
         doc = yaml_io.loads(_read_text(p, limit), printable(str(p)))
     except SpecError as exc:
@@ -122,7 +122,7 @@ def _read_text(p: Path, limit: int) -> str:
 
 def _read_json(p: Path) -> Any:
     try:
-        text = read_input(p, "submission", MAX_FILE_BYTES).decode("utf-8-sig")
+        text = read_input(p, "submission", MAX_TEXT_BYTES).decode("utf-8-sig")
     except UnicodeDecodeError:
         raise DataError(f"{printable(str(p))}: not UTF-8 text") from None
 
@@ -163,7 +163,8 @@ def _from_mapping(data: Any, p: Path, doc) -> Submission:
     if len(data) > MAX_ANSWERS:
         raise DataError(f"{shown}: {len(data):,} keys; a submission answers at most {MAX_ANSWERS:,} questions")
     answers = {}
-    for key, raw in data.items():
+    for key in list(data):
+        raw = data.pop(key)  # each answer's lists are freed once read as an array
         if key == "student_id":
             continue
         where = shown
@@ -182,6 +183,8 @@ def parse_answer(raw: Any, base: Path, where: str = "") -> Answer:
     ans = Answer(raw=raw, where=where)
     try:
         ans.value = _value(raw, base, ans)
+        if isinstance(raw, list):
+            ans.raw = None  # the array holds it now; keep no second copy as Python lists
     except DataError as exc:
         ans.error = str(exc)
     return ans
@@ -217,27 +220,38 @@ def _value(raw: Any, base: Path, ans: Answer) -> np.ndarray:
     raise DataError(f"expected a number or list of numbers, got {type(raw).__name__}")
 
 
+_NUMBER_TYPES = frozenset({int, float})
+
+
 def _nested(raw: list) -> np.ndarray:
+    """Nested lists of numbers -> an array. Each list's item types are read as a set (a C-speed pass), so the
+    cost is one pass over the values; positions are worked out only for the message when something is wrong."""
     count = 0
-    stack = [(raw, (), 1)]
     is_int = True
+    stack = [(raw, (), 1)]
     while stack:
         v, idx, depth = stack.pop()
-        if isinstance(v, list):
-            if depth > MAX_DEPTH:
-                raise DataError(f"lists are nested more than {MAX_DEPTH} deep")
-            stack.extend((item, idx + (i,), depth + 1) for i, item in enumerate(v))
-            continue
-        count += 1
+        if depth > MAX_DEPTH:
+            raise DataError(f"lists are nested more than {MAX_DEPTH} deep")
+        types = set(map(type, v))
+        if types <= _NUMBER_TYPES:
+            count += len(v)
+            is_int = is_int and float not in types
+        else:
+            for i, item in enumerate(v):
+                if isinstance(item, list):
+                    stack.append((item, idx + (i,), depth + 1))
+                elif type(item) not in _NUMBER_TYPES:
+                    at = "".join(f"[{j}]" for j in idx + (i,))
+                    if item is None:
+                        raise DataError(f"missing value at {at}")
+                    raise DataError(f"expected numbers, got {printable(repr(item))[:60]} at {at}")
+                else:
+                    count += 1
+                    is_int = is_int and type(item) is int
         if count > MAX_ANSWER_ELEMENTS:
             raise DataError(f"more than {MAX_ANSWER_ELEMENTS:,} values; the limit per answer is "
                             f"{MAX_ANSWER_ELEMENTS:,}")
-        at = "".join(f"[{i}]" for i in idx)
-        if v is None:
-            raise DataError(f"missing value at {at}")
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise DataError(f"expected numbers, got {v!r} at {at}")
-        is_int = is_int and isinstance(v, int)
     try:
         a = np.array(raw, dtype=np.float64)
     except OverflowError:

@@ -144,7 +144,7 @@ def test_size_limits(tmp_path, monkeypatch):
     g = grader.Grader(grader.load_assignment(LECTURE))
     big = tmp_path / "big.yaml"
     big.write_text("y_hat: 0.38\n" + "# padding\n" * 200)
-    monkeypatch.setattr(submission, "MAX_YAML_BYTES", 1000)
+    monkeypatch.setattr(submission, "MAX_TEXT_BYTES", 1000)
     assert "limit" in g.grade_file(big).error
     monkeypatch.undo()
     # A .npy whose header claims 10**9 values is refused before any data is read.
