@@ -45,16 +45,18 @@ class GraderPool:
 
     def __init__(self, size: int = 32):
         self.size = size
-        self._versions: OrderedDict[int, LoadedVersion] = OrderedDict()
+        self._versions: OrderedDict[str, LoadedVersion] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, session, version_id: int) -> LoadedVersion:
-        with self._lock:
-            lv = self._versions.get(version_id)
-            if lv is not None:
-                self._versions.move_to_end(version_id)
-                return lv
+        """Keyed by the version's content hash: versions never change, and neither does their Grader."""
         version = session.get(m.AssignmentVersion, version_id)
+        key = f"{version.sha256}/{version.main_path}"
+        with self._lock:
+            lv = self._versions.get(key)
+            if lv is not None:
+                self._versions.move_to_end(key)
+                return lv
 
         def files():
             rows = session.scalars(select(m.AssignmentFile).where(m.AssignmentFile.version_id == version_id))
@@ -67,7 +69,7 @@ class GraderPool:
         a = grader.load_assignment(path)
         lv = LoadedVersion(a, Grader(a, check_copying=False))
         with self._lock:
-            lv = self._versions.setdefault(version_id, lv)
+            lv = self._versions.setdefault(key, lv)
             while len(self._versions) > self.size:
                 self._versions.popitem(last=False)
         return lv
