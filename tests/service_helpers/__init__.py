@@ -148,7 +148,7 @@ def upload(world: World, path: Path, who: str = "prof", course_id: int | None = 
                              files=[("files", (p, d)) for p, d in files.items()])
 
 
-def build_world(database, **settings_overrides) -> World:
+def build_world(database, clock=None, **settings_overrides) -> World:
     """A course (sections A and B): instructor prof, TAs ta_a and ta_b, students alice and amy (A) and bob (B);
     another course with its own student olga; the lecture assignment uploaded and published, due at T0 + 1 day."""
     from fastapi.testclient import TestClient
@@ -157,7 +157,7 @@ def build_world(database, **settings_overrides) -> World:
     from grader.service.settings import FrozenClock, Settings
 
     backend, url, data_dir = database
-    clock = FrozenClock(T0)
+    clock = clock or FrozenClock(T0)
     settings = Settings(database=url, data_dir=data_dir, inline_worker=False, clock=clock, **settings_overrides)
     svc = Service(settings)
     _services.append(svc)
@@ -193,7 +193,7 @@ def build_world(database, **settings_overrides) -> World:
     assert r.status_code == 201, r.text
     w.assignment_id = r.json()["id"]
     r = client.patch(f"/api/v1/courses/{w.course_id}/assignments/{w.assignment_id}", headers=w.h("prof"),
-                     json={"due_at": (T0 + timedelta(days=1)).isoformat()})
+                     json={"due_at": (clock.now() + timedelta(days=1)).isoformat()})
     assert r.status_code == 200, r.text
     r = client.post(f"/api/v1/courses/{w.course_id}/assignments/{w.assignment_id}/publish", headers=w.h("prof"),
                     json={})
