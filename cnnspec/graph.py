@@ -15,11 +15,12 @@ from math import isfinite, prod
 from pathlib import Path
 from typing import Any
 
-from . import shapes
+from . import limits, shapes
 from .errors import Problem, ShapeError, SpecError
 from .schema import INPUT_NAME, Spec
 
 # Per-sample limit on any one tensor (activation or parameter): 2**28 values is 2 GiB in float64.
+# The whole model's parameters and memory have limits too, set by the memory limit (limits.py).
 MAX_ELEMENTS = 2**28
 MERGE_TYPES = ("add", "concat")
 
@@ -448,8 +449,13 @@ def _check_weights(spec: Spec, graph: Graph, failed_names: set[str], problem) ->
                     + (f" ({layout})" if layout else ""), path)
 
 
-def build_graph(spec: Spec) -> Graph:
-    """Infer every layer's shape; raise ShapeError listing every independent problem."""
+def build_graph(spec: Spec, max_memory=None) -> Graph:
+    """Infer every layer's shape; raise ShapeError listing every independent problem.
+
+    max_memory: the memory limit (bytes or a SIZE text like "8GiB"; default CNNSPEC_MAX_MEMORY, else 4 GiB).
+    A model whose parameters or whose estimated memory for one sample exceed it is an error at the layer
+    where it becomes too big (see limits.py)."""
+    limit = limits.resolve(max_memory)
     doc = spec.document
     problems: list[Problem] = []
 
@@ -507,13 +513,19 @@ def build_graph(spec: Spec) -> Graph:
                 "global_avgpool + flatten) and a dense layer", ("loss", "type"))
     if spec.weights is not None:
         _check_weights(spec, graph, {names[i] for i in failed}, problem)
+    if not failed and out_node is not None and len(graph.nodes) == len(spec.layers):
+        found = limits.spec_problem(graph, limit)
+        if found is not None:
+            problem(*found)
     if problems:
         raise ShapeError(problems, doc.filename if doc else "<spec>", doc.source if doc else None)
     return graph
 
 
-def loads_spec(text: str, filename: str = "<string>") -> Spec:
-    """Parse, validate and shape-check a spec given as YAML text; raise SpecError with every problem."""
+def loads_spec(text: str, filename: str = "<string>", max_memory=None) -> Spec:
+    """Parse, validate and shape-check a spec given as YAML text; raise SpecError with every problem.
+
+    max_memory: the memory limit the model must fit (see build_graph)."""
     from . import yaml_io
     from .schema import validate
     doc = yaml_io.loads(text, filename)
@@ -524,14 +536,16 @@ def loads_spec(text: str, filename: str = "<string>") -> Spec:
         if extra:
             raise doc.error(exc.problems + extra) from None
         raise
-    spec._graph = build_graph(spec)
+    spec._graph = build_graph(spec, max_memory)
     return spec
 
 
-def load_spec(path) -> Spec:
-    """Read, validate and shape-check a spec file; raise SpecError (file:line:col) on any problem."""
+def load_spec(path, max_memory=None) -> Spec:
+    """Read, validate and shape-check a spec file; raise SpecError (file:line:col) on any problem.
+
+    max_memory: the memory limit the model must fit (see build_graph)."""
     from . import yaml_io
-    return loads_spec(yaml_io.read_text(path, "spec"), str(path))
+    return loads_spec(yaml_io.read_text(path, "spec"), str(path), max_memory)
 
 
 __all__ = ["Graph", "Node", "SpecError", "build_graph", "load_spec", "loads_spec"]

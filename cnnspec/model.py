@@ -4,17 +4,20 @@ State lives in dicts keyed by PyTorch state_dict names (params, buffers, optimiz
 cnnspec/ops are stateless. Arrays on the public boundary are in the spec's layout (CHW or HWC) with the
 batch first; internally everything is indexed NCHW (stored batch-last in memory, see ops/parallel.py)
 and the boundary transposes.
+
+Memory: nothing is allocated before the limit is checked (limits.py). The constructor refuses a model
+whose parameters or whose estimated memory for one sample exceed `max_memory`; forward and backward
+refuse a batch whose estimated peak would exceed it, before allocating anything for it.
 """
 from __future__ import annotations
 
 import copy
 import difflib
-from math import prod
 from pathlib import Path
 
 import numpy as np
 
-from . import arrays
+from . import arrays, limits
 from .errors import DataError, Problem, SpecError
 from .graph import PARAM_LAYOUT, Graph, load_spec
 from .init import init_state
@@ -23,19 +26,17 @@ from .ops import OPS
 from .optim import sgd_step
 from .schema import INPUT_NAME, Spec
 
-# Refuse a forward pass whose activations would need more than this many bytes.
-MAX_ACTIVATION_BYTES = 8 * 1024**3
-
-
 class Model:
     """A compiled spec. See docs/python-api.md; the attributes below are the public surface."""
 
-    def __init__(self, spec: Spec, dtype=None):
+    def __init__(self, spec: Spec, dtype=None, max_memory=None):
         self.spec = spec
         self.graph: Graph = spec.graph
         self.dtype = np.dtype(dtype or spec.input.dtype)
         if self.dtype not in (np.float32, np.float64):
             raise DataError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.max_memory: int = limits.resolve(max_memory)  # bytes; see limits.py
+        limits.check_spec(self.graph, self.max_memory, self.dtype)  # before allocating the parameters
         self.params, self.buffers = init_state(self.graph, self.dtype, spec.init.seed, spec.init.scheme)
         self.velocity: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
@@ -44,7 +45,9 @@ class Model:
         self._rng = np.random.default_rng([spec.init.seed, 1])  # dropout masks; its own stream
         self._tape: list | None = None
         self._dloss: np.ndarray | None = None
+        self._batch = (0, False, 0)  # the last forward's (batch, train, bytes of the caller's input copy)
         if spec.weights is not None:
+            self._check_weights_memory()
             self._apply_spec_weights()
 
     # ------------------------------------------------------------------ introspection
@@ -144,8 +147,35 @@ class Model:
         other._rng = copy.deepcopy(self._rng)  # the same dropout stream, advancing independently
         return other
 
+    # ------------------------------------------------------------------ memory
+    def memory_estimate(self, batch: int, *, train: bool = False, backward: bool = False, step: bool = False,
+                        given_input: int = 0, extra=()) -> limits.Estimate:
+        """The estimated peak bytes of a forward (train mode or not), optionally with loss and backward
+        (backward) and an SGD step (step), on a batch of `batch` in this model's dtype (limits.estimate)."""
+        return limits.estimate(self.graph, batch, self.dtype, train=train, backward=backward, step=step,
+                               given_input=given_input, extra=extra)
+
+    def check_memory(self, batch: int, advice: str = "use a smaller batch", **kwargs) -> limits.Estimate:
+        """memory_estimate(batch, **kwargs), or MemoryLimitError when it exceeds `max_memory`."""
+        return limits.require(self.memory_estimate(batch, **kwargs), self.max_memory, advice)
+
+    def input_copy_bytes(self, x: np.ndarray) -> int:
+        """Bytes of the caller's array when the engine makes its own converted copy (dtype, layout)."""
+        converted = x.dtype != self.dtype or not self._to_internal(x).flags.c_contiguous
+        return x.nbytes if converted else 0
+
+    def _check_weights_memory(self) -> None:
+        """Before reading weights files: they hold at most the model's parameters and buffers (counted in
+        float64), loaded while the model's own arrays exist."""
+        held = (self.graph.param_count + self.graph.buffer_count) * 8
+        self.check_memory(1, advice="make the model smaller", extra=(("the weights file's arrays", held),))
+
+    @staticmethod
+    def _nbytes(arrays_: dict) -> int:
+        return sum(a.nbytes for a in arrays_.values())
+
     # ------------------------------------------------------------------ forward / loss / backward / step
-    def _check_input(self, x) -> np.ndarray:
+    def _check_input(self, x, train: bool) -> np.ndarray:
         x = np.asarray(x)
         want = tuple(self.spec.input.shape)
         if x.dtype.kind not in "fiu":
@@ -156,18 +186,22 @@ class Model:
                             f"in {self.graph.layout if len(want) == 3 else 'feature'} layout{hint}")
         if x.shape[0] == 0:
             raise DataError("input batch is empty (N = 0)")
-        per_sample = sum(prod(n.shape) for n in self.graph.nodes.values()) + prod(want)
-        need = per_sample * x.shape[0] * self.dtype.itemsize
-        if need > MAX_ACTIVATION_BYTES:
-            raise DataError(f"a batch of {x.shape[0]} needs {need / 2**30:.1f} GiB of activations; the limit is "
-                            f"{MAX_ACTIVATION_BYTES / 2**30:.0f} GiB - use a smaller batch")
+        given = self.input_copy_bytes(x)
+        # What the model holds now (gradients, momentum) stays while this forward runs.
+        est = limits.estimate(self.graph, x.shape[0], self.dtype, train=train, gradients=self._nbytes(self.grads),
+                              momentum=self._nbytes(self.velocity), given_input=given)
+        limits.require(est, self.max_memory)
+        self._batch = (x.shape[0], train, given)
         return np.ascontiguousarray(self._to_internal(x.astype(self.dtype, copy=False)))
 
     def forward(self, x, train: bool = False) -> np.ndarray:
         """x: (N, *input.shape) in the declared layout -> output of the `output` layer, same layout rules.
 
         train=True uses batch statistics in batchnorm (and updates its running buffers) and applies dropout."""
-        acts = {INPUT_NAME: self._check_input(x)}
+        x = self._check_input(x, train)
+        # The previous pass's arrays go first, so two passes never coexist.
+        self._tape, self._dloss, self.activations = None, None, {}
+        acts = {INPUT_NAME: x}
         tape = []
         for node in self.graph.nodes.values():
             name = node.name
@@ -214,6 +248,10 @@ class Model:
             dout = self._dloss
         else:
             dout = self._to_internal(np.asarray(dout, dtype=self.dtype))
+        batch, train, given = self._batch
+        limits.require(limits.estimate(self.graph, batch, self.dtype, train=train, backward=True,
+                                       momentum=self._nbytes(self.velocity), given_input=given), self.max_memory)
+        self.grads = {}  # the previous gradients go before the new ones are allocated
         douts: dict[str, np.ndarray] = {self.graph.output: dout}
         grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         for node, cache in reversed(self._tape):
@@ -242,10 +280,24 @@ class Model:
         grads = grads if grads is not None else self.grads
         if not grads:
             raise DataError("call backward() before step()")
+        for name, g in grads.items():
+            if name in self.params and np.shape(g) != self.params[name].shape:
+                raise ValueError(f"sgd: gradient of '{name}' has shape {np.shape(g)}, parameter has "
+                                 f"{self.params[name].shape}")
         o = self.spec.optimizer
-        self.params, self.velocity = sgd_step(self.params, grads, self.velocity, lr=o.lr, momentum=o.momentum,
-                                              dampening=o.dampening, nesterov=o.nesterov,
-                                              weight_decay=o.weight_decay)
+        # One parameter at a time, so the old and new values of only one tensor coexist (limits.py counts
+        # that); new dicts, so dicts a caller holds keep the values from before the step.
+        params, velocity = dict(self.params), dict(self.velocity)
+        self.params, self.velocity = params, velocity
+        for name in list(params):
+            if name not in grads:
+                continue
+            one = {name: velocity[name]} if name in velocity else {}
+            p, v = sgd_step({name: params[name]}, {name: grads[name]}, one, lr=o.lr, momentum=o.momentum,
+                            dampening=o.dampening, nesterov=o.nesterov, weight_decay=o.weight_decay)
+            params[name] = p[name]
+            if name in v:
+                velocity[name] = v[name]
 
     def train_step(self, x, target) -> float:
         """forward(train=True), loss, backward, step; returns the loss before the update."""
@@ -262,15 +314,19 @@ def _shape_hint(name: str, graph: Graph) -> str:
     return f" ({layout})" if layout else ""
 
 
-def compile(spec, *, dtype=None, weights=None) -> Model:  # noqa: A001 - the public name in the contract
-    """Build an executable model from a Spec or a spec path; `weights` is an optional .npz path or dict."""
+def compile(spec, *, dtype=None, weights=None, max_memory=None) -> Model:  # noqa: A001 - the public name
+    """Build an executable model from a Spec or a spec path; `weights` is an optional .npz path or dict.
+
+    max_memory: the memory limit in bytes or as text ("8GiB"); default CNNSPEC_MAX_MEMORY, else 4 GiB.
+    The model must fit it for one sample; forward and backward refuse batches that would not."""
     if isinstance(spec, (str, Path)):
-        spec = load_spec(spec)
+        spec = load_spec(spec, max_memory)
     if not isinstance(spec, Spec):
         raise TypeError(f"compile() takes a Spec or a path, got {type(spec).__name__}")
-    model = Model(spec, dtype)
+    model = Model(spec, dtype, max_memory)
     if weights is not None:
         if isinstance(weights, (str, Path)):
+            model._check_weights_memory()
             model.load(weights, strict=False)
         else:
             model.set_weights(weights)

@@ -3,12 +3,25 @@ from __future__ import annotations
 
 from math import prod
 
+from . import limits
 from .graph import Graph
 
 _ITEMSIZE = {"float64": 8, "float32": 4}
 
 
-def summarize(graph: Graph) -> dict:
+def memory(graph: Graph, max_memory=None) -> dict:
+    """Estimated working memory (limits.py) in the spec's dtype: inference (an eval forward) and training
+    (forward, backward, SGD step) for a batch of 1, and the largest batches that fit the limit."""
+    limit = limits.resolve(max_memory)
+    training = {"train": True, "backward": True, "step": True}
+    return {"limit": limit, "max_params": limits.max_params(limit),
+            "inference_batch_1": limits.estimate(graph, 1).total,
+            "training_batch_1": limits.estimate(graph, 1, **training).total,
+            "largest_inference_batch": limits.largest_batch(graph, limit),
+            "largest_training_batch": limits.largest_batch(graph, limit, **training)}
+
+
+def summarize(graph: Graph, max_memory=None) -> dict:
     """The summary as data (the `--json` output): {"name", "layers": [...], "totals": {...}}."""
     spec = graph.spec
     itemsize = _ITEMSIZE[spec.input.dtype]
@@ -31,6 +44,7 @@ def summarize(graph: Graph) -> dict:
             "macs": sum(n.macs for n in graph.nodes.values()),
             "param_bytes": (graph.param_count + buffers) * itemsize,
             "activation_bytes_per_sample": activations * itemsize,
+            "memory": memory(graph, max_memory),
         },
     }
 
@@ -68,8 +82,22 @@ def render_summary(data: dict) -> str:
            f"Multiply-accumulates per sample: {t['macs']:,}",
            f"Params + buffers memory: {_bytes(t['param_bytes'])}",
            f"Activations memory per sample: {_bytes(t['activation_bytes_per_sample'])}",
+           *_memory_lines(t.get("memory")),
            f"Output: {data['output']}"]
     return "\n".join(out)
+
+
+def _memory_lines(m: dict | None) -> list[str]:
+    if not m:
+        return []
+
+    def largest(n: int) -> str:
+        return f"{n:,}" if n < 2**40 else "any"
+
+    return [f"Working memory, batch of 1 (estimate): inference {_bytes(m['inference_batch_1'])}, "
+            f"training {_bytes(m['training_batch_1'])}",
+            f"Largest batch within the {_bytes(m['limit'])} memory limit: "
+            f"inference {largest(m['largest_inference_batch'])}, training {largest(m['largest_training_batch'])}"]
 
 
 def _previous(data: dict, layer: dict) -> str:

@@ -4,9 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from math import prod
 
 from ..errors import DataError
-from .models import WEIGHTS_HELP, build_model, print_notes
+from .. import limits
+from .models import WEIGHTS_HELP, add_max_memory, build_model, print_notes, sample_bytes, weight_bytes
 
 
 def register(sub) -> None:
@@ -24,6 +26,7 @@ def register(sub) -> None:
     p.add_argument("--dtype", choices=("float32", "float64"), help="override the spec's dtype")
     p.add_argument("--dump", metavar="OUT.npz", help="write all arrays here (keys: output, loss, act/<layer>, "
                    "grad/<param>, grad/input, param/<name>, buffer/<name>, loss_history)")
+    add_max_memory(p)
     p.set_defaults(func=run_run)
 
     p = sub.add_parser("train", help="train on arrays x, y from an .npz; checkpoint every epoch",
@@ -39,6 +42,7 @@ def register(sub) -> None:
     p.add_argument("--plot", metavar="LOSS.svg", help="save the loss curve as an SVG picture")
     p.add_argument("--dtype", choices=("float32", "float64"), help="override the spec's dtype")
     p.add_argument("--json", action="store_true", help="print per-epoch metrics as JSON lines")
+    add_max_memory(p)
     p.set_defaults(func=run_train)
 
     p = sub.add_parser("gradcheck", help="check the engine's gradients against central differences",
@@ -50,6 +54,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tol", type=float, default=1e-7)
     p.add_argument("--json", action="store_true")
+    add_max_memory(p)
     p.set_defaults(func=run_gradcheck)
 
 
@@ -60,7 +65,7 @@ def _positive(value: int, flag: str, allow_zero: bool = False) -> int:
 
 
 def _model(args):
-    model, notes = build_model(args.spec, getattr(args, "dtype", None), args.weights)
+    model, notes = build_model(args.spec, getattr(args, "dtype", None), args.weights, args.max_memory)
     print_notes(notes)
     return model
 
@@ -76,17 +81,27 @@ def run_run(args: argparse.Namespace) -> int:
     if args.steps and y is None:
         raise DataError("--steps needs --target (a loss to take steps on)")
     train = args.train or args.steps > 0
+    # Refuse before the first forward when what follows would not fit (Model checks each pass too).
+    extra = [("target", y.nbytes)] if y is not None else []
+    if args.dump and args.steps > 1 and y is not None:  # the dump keeps the first pass's arrays meanwhile
+        kept = model.memory_estimate(len(x)).activations + model.graph.param_count * model.dtype.itemsize
+        extra.append(("the first pass's activations and gradients, kept for --dump", kept))
+    model.check_memory(len(x), advice=f"use fewer samples than {len(x):,} in {args.input}", train=train,
+                       backward=y is not None, step=args.steps > 0, given_input=model.input_copy_bytes(x),
+                       extra=extra)
     out = model.forward(x, train=train)
-    dump = {"output": out, **{f"act/{k}": v for k, v in model.activations.items()}}
+    dump = {"output": out, **{f"act/{k}": v for k, v in model.activations.items()}} if args.dump else {}
     lines = [f"output {model.output_name}: shape {out.shape}"]
     if y is not None:
         loss = model.loss(out, y)
-        grads = model.backward()
-        dump["loss"] = np.array(loss)
-        dump.update({f"grad/{k}": v for k, v in grads.items()})
-        if model.input_grad is not None:
-            dump["grad/input"] = model.input_grad
+        model.backward()
+        if args.dump:
+            dump["loss"] = np.array(loss)
+            dump.update({f"grad/{k}": v for k, v in model.grads.items()})
+            if model.input_grad is not None:
+                dump["grad/input"] = model.input_grad
         lines.append(f"loss ({model.spec.loss.type}, {model.spec.loss.reduction}): {loss:.10g}")
+        del out  # not needed during the steps
         history = []
         for k in range(args.steps):
             if k:  # step 0 reuses the forward/backward above
@@ -98,9 +113,9 @@ def run_run(args: argparse.Namespace) -> int:
         if args.steps:
             dump["loss_history"] = np.array(history)
             lines.append(f"after {args.steps} SGD step(s): loss history {', '.join(f'{v:.6g}' for v in history)}")
-    dump.update({f"param/{k}": v for k, v in model.params.items()})
-    dump.update({f"buffer/{k}": v for k, v in model.buffers.items()})
     if args.dump:
+        dump.update({f"param/{k}": v for k, v in model.params.items()})
+        dump.update({f"buffer/{k}": v for k, v in model.buffers.items()})
         save_npz(args.dump, dump)
         lines.append(f"wrote {len(dump)} arrays to {args.dump}")
     print("\n".join(lines))
@@ -139,9 +154,14 @@ def run_train(args: argparse.Namespace) -> int:
     want = tuple(model.spec.input.shape)
     if x.shape[1:] != want:
         raise DataError(f"{args.data}: x has shape {x.shape}; the spec expects (M, {', '.join(map(str, want))})")
+    n = len(x)
+    batch = min(args.batch_size, n)
+    # Refuse before the first step: the data set, a batch copied out of it, and a training step.
+    model.check_memory(batch, advice="use a smaller --batch-size", train=True, backward=True, step=True,
+                       given_input=batch * prod(x.shape[1:]) * x.itemsize,
+                       extra=(("training data (x and y)", x.nbytes + y.nbytes),))
     rng = np.random.default_rng(model.spec.init.seed)
     history: list[dict] = []
-    n = len(x)
     batches = -(-n // args.batch_size)
     try:
         for epoch in range(1, args.epochs + 1):
@@ -211,7 +231,13 @@ def _save_plot(path: str, losses: list[float], title: str) -> None:
 def run_gradcheck(args: argparse.Namespace) -> int:
     from ..gradient_check import gradcheck
     _positive(args.batch, "--batch")
-    result = gradcheck(_model(args), batch=args.batch, seed=args.seed, tol=args.tol)
+    model = _model(args)
+    # gradcheck runs a float64 copy of the model, forward and backward, on seeded float64 data
+    est = limits.estimate(model.graph, args.batch, "float64", train=True, backward=True,
+                          given_input=args.batch * sample_bytes(model, 8),
+                          extra=(("the model being checked, before its float64 copy", weight_bytes(model)),))
+    limits.require(est, model.max_memory, "use a smaller --batch")
+    result = gradcheck(model, batch=args.batch, seed=args.seed, tol=args.tol)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:

@@ -1,21 +1,42 @@
-"""Building the model a command works on, the same way for every command that takes SPEC [--weights W.npz]."""
+"""Building the model a command works on, the same way for every command that takes SPEC [--weights W.npz],
+and the memory limit every command that builds a model or runs the engine takes (--max-memory SIZE)."""
 from __future__ import annotations
 
+import argparse
 import sys
+from math import prod
+
+from .. import limits
 
 WEIGHTS_HELP = ("parameters by PyTorch state_dict name (from 'cnnspec train', Model.save or a converted PyTorch "
                 "state_dict); parameters it does not hold keep their seeded initial values (a note says which)")
+MAX_MEMORY_HELP = ("memory limit: refuse (exit 2), before allocating, a model or a batch whose estimated memory "
+                   "is larger; SIZE is bytes or a number with KiB, MiB, GiB (or K, M, G) or kB, MB, GB, e.g. "
+                   f"8GiB (default: ${limits.ENV_VAR}, else {limits.fmt(limits.DEFAULT_MAX_MEMORY)}). "
+                   "It also caps the parameters at SIZE / 8")
 
 
-def build_model(spec_path, dtype=None, weights=None):
+def _size(text: str) -> int:
+    try:
+        return limits.parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_max_memory(p) -> None:
+    p.add_argument("--max-memory", type=_size, default=None, metavar="SIZE", help=MAX_MEMORY_HELP)
+
+
+def build_model(spec_path, dtype=None, weights=None, max_memory=None):
     """(model, notes): the compiled spec, with `weights` (an .npz of state_dict names) applied. A checkpoint
     may hold only some parameters; the others keep their seeded values, and a note says which."""
     from ..arrays import load_npz
     from ..model import compile as compile_model
 
-    model = compile_model(spec_path, dtype=dtype)
+    model = compile_model(spec_path, dtype=dtype, max_memory=max_memory)
     notes = []
     if weights:
+        model._check_weights_memory()
         values = load_npz(weights, "weights")
         model.set_weights(values, source=str(weights))
         missing = [k for k in model.params if k not in values]
@@ -23,6 +44,15 @@ def build_model(spec_path, dtype=None, weights=None):
             notes.append(f"{weights} has no value for {', '.join(missing)}; "
                          f"{'they keep' if len(missing) > 1 else 'it keeps'} the seeded initial value")
     return model, notes
+
+
+def sample_bytes(model, itemsize: int | None = None) -> int:
+    """Bytes of one input sample in `itemsize` (default: the model's)."""
+    return prod(model.spec.input.shape) * (itemsize or model.dtype.itemsize)
+
+
+def weight_bytes(model) -> int:
+    return sum(a.nbytes for a in (*model.params.values(), *model.buffers.values()))
 
 
 def print_notes(notes) -> None:

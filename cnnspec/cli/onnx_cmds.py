@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+from .. import limits
 from ..errors import DataError
-from .models import WEIGHTS_HELP, build_model, print_notes
+from .models import WEIGHTS_HELP, add_max_memory, build_model, print_notes, sample_bytes, weight_bytes
 
 _TOL_HELP = ("default: float64 rtol 1e-10, atol 1e-12 (onnx reference evaluator); float32 rtol 1e-4, atol 1e-5 "
              "(onnxruntime). A given value applies to every comparison")
@@ -78,6 +80,20 @@ def _model_args(p) -> None:
     p.add_argument("--dtype", choices=("float32", "float64"),
                    help="override the spec's dtype; float32 gives a file onnxruntime can run (its CPU provider "
                    "has no float64 Conv)")
+    add_max_memory(p)
+
+
+def _check_memory(model, batch: int | None) -> None:
+    """Refuse before exporting: the ONNX model and its serialized bytes each copy the weights; a
+    verification (batch given) also runs the engine's forward pass and the runtimes hold their copies."""
+    if batch is None:  # counted with a forward pass of one sample, as every model is (limits.spec_problem)
+        est = model.memory_estimate(1, extra=(("ONNX copies of the weights (the model, its bytes)",
+                                               2 * weight_bytes(model)),))
+        limits.require(replace(est, task="an ONNX export"), model.max_memory, "make the model smaller")
+    else:
+        model.check_memory(batch, advice="use a smaller --batch", given_input=batch * sample_bytes(model, 8),
+                           extra=(("ONNX copies of the weights (the model, its bytes, the runtimes')",
+                                   4 * weight_bytes(model)),))
 
 
 # ---------------------------------------------------------------- handlers
@@ -88,7 +104,8 @@ def run_compile(args: argparse.Namespace) -> int:
 
     opset = check_opset(DEFAULT_OPSET if args.opset is None else args.opset)
     _not_an_input(args, [Path(args.output)] + ([text_path(args.output)] if args.text else []))
-    model, notes = build_model(args.spec, args.dtype, args.weights)
+    model, notes = build_model(args.spec, args.dtype, args.weights, args.max_memory)
+    _check_memory(model, 2 if args.verify else None)  # compile --verify checks a batch of 2 (verify's default)
     meta = {"cnnspec.weights_file": Path(args.weights).name} if args.weights else None
     m = export_onnx(model, args.output, opset=opset, text=args.text, metadata=meta)
     info = summary(m)
@@ -130,7 +147,9 @@ def run_verify(args: argparse.Namespace) -> int:
     opset = check_opset(DEFAULT_OPSET if args.opset is None else args.opset)
     if args.onnx and args.opset is not None:
         raise DataError("--opset applies to the in-memory export; with --onnx the file's own opset is used")
-    model, notes = build_model(args.spec, args.dtype, args.weights)
+    _positive_batch(args.batch)
+    model, notes = build_model(args.spec, args.dtype, args.weights, args.max_memory)
+    _check_memory(model, args.batch)
     result = verify_onnx(model, args.onnx, batch=args.batch, rtol=args.rtol, atol=args.atol, seed=args.seed,
                          opset=opset)
     notes.extend(result.notes)
@@ -140,6 +159,11 @@ def run_verify(args: argparse.Namespace) -> int:
     else:
         print(render_verify(result, pretty=_tty(), color=_color()))
     return 0 if result.ok else 1
+
+
+def _positive_batch(batch: int) -> None:
+    if batch < 1:
+        raise DataError(f"--batch must be >= 1, got {batch}")
 
 
 def _not_an_input(args, outputs) -> None:

@@ -7,6 +7,7 @@ import sys
 
 from ..errors import SpecError
 from ..graph import load_spec
+from .models import add_max_memory
 
 _RAW = argparse.RawDescriptionHelpFormatter
 
@@ -15,26 +16,31 @@ def register(sub) -> None:
     p = sub.add_parser(
         "check", help="validate specs (exit 0 when all are valid, 2 otherwise)", formatter_class=_RAW,
         description="Validate one or more model specs without running anything: YAML syntax and duplicate\n"
-        "keys, keys, types and ranges, layer names and inputs, every layer's shape, size limits and inline\n"
-        "weights. Every problem in every file is listed as FILE:LINE:COL: message, with the line and a caret.",
+        "keys, keys, types and ranges, layer names and inputs, every layer's shape, size limits (per tensor,\n"
+        "total parameters, estimated memory for one sample) and inline weights. Every problem in every file\n"
+        "is listed as FILE:LINE:COL: message, with the line and a caret.",
         epilog="output: one 'FILE: ok (...)' line per valid spec on stdout; problems on stderr.\n"
                "exit codes: 0 all specs valid, 2 any spec invalid or unreadable.\n"
                "example: cnnspec check specs/*.yaml")
     p.add_argument("specs", nargs="+", metavar="SPEC", help="spec files (.yaml)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only problems")
+    add_max_memory(p)
     p.set_defaults(func=run_check)
 
     p = sub.add_parser(
         "summary", help="Keras-style table: shapes, parameters, MACs, YAML lines", formatter_class=_RAW,
         description="Print every layer's output shape (in the spec's layout, batch as None), parameter count,\n"
         "multiply-accumulates per sample and the YAML line it is declared on, then totals: parameters,\n"
-        "batch-norm buffers, memory of parameters and of activations per sample.",
+        "batch-norm buffers, memory of parameters and of activations per sample, and the estimated\n"
+        "working memory of inference and of training for a batch of 1, with the largest batches that fit\n"
+        "the memory limit.",
         epilog="exit codes: 0 printed, 2 the spec is invalid (problems on stderr).")
     p.add_argument("spec", metavar="SPEC", help="spec file (.yaml)")
     p.add_argument("--json", action="store_true",
                    help='print the same as JSON: {"name", "input_shape", "layout", "dtype", "output", '
                         '"layers": [{"name", "type", "inputs", "output_shape", "params", "macs", "line"}], '
                         '"totals": {...}}')
+    add_max_memory(p)
     p.set_defaults(func=run_summary)
 
     p = sub.add_parser(
@@ -45,6 +51,7 @@ def register(sub) -> None:
         epilog="exit codes: 0 printed, 2 the spec is invalid (problems on stderr).\n"
                "example: cnnspec explain specs/lecture_conv1.yaml")
     p.add_argument("spec", metavar="SPEC", help="spec file (.yaml)")
+    add_max_memory(p)
     p.set_defaults(func=run_explain)
 
     p = sub.add_parser(
@@ -62,7 +69,7 @@ def run_check(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.specs:
         try:
-            spec = load_spec(path)
+            spec = load_spec(path, args.max_memory)
         except SpecError as exc:
             print(exc, file=sys.stderr)
             failed += 1
@@ -79,14 +86,14 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_summary(args: argparse.Namespace) -> int:
     from ..summary import render_summary, summarize
-    data = summarize(load_spec(args.spec).graph)
+    data = summarize(load_spec(args.spec, args.max_memory).graph, args.max_memory)
     print(json.dumps(data, indent=2) if args.json else render_summary(data))
     return 0
 
 
 def run_explain(args: argparse.Namespace) -> int:
     from ..explain import explain
-    print(explain(load_spec(args.spec).graph))
+    print(explain(load_spec(args.spec, args.max_memory).graph))
     return 0
 
 
