@@ -30,6 +30,7 @@ Visibility = Literal["visible", "hidden", "after_due_date"]
 NonFinite = Literal["reject", "match"]
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 Tol = Annotated[float, Field(ge=0.0)]
+HintText = Annotated[str, Field(min_length=1, max_length=2000)]
 
 
 class _Model(BaseModel):
@@ -104,6 +105,8 @@ class _Question(_Model):
     depends_on: Optional[list[str]] = Field(None, description="questions whose student answers this one is also "
                                             "graded against (error carried forward); [] turns it off")
     carry_forward: Optional[Unit] = None
+    hints: Optional[dict[str, HintText]] = Field(None, description="diagnosis code -> a sentence added to that "
+                                                 "diagnosis for this question (overrides the assignment's hints)")
 
 
 class _Numeric(_Question):
@@ -198,6 +201,8 @@ class AssignmentFile(_Model):
     model: Optional[ModelRef] = None
     models: Optional[dict[str, ModelRef]] = None
     data: dict[str, Any] = Field(default_factory=dict)
+    hints: dict[str, HintText] = Field(default_factory=dict, description="diagnosis code -> a sentence added to "
+                                       "that diagnosis wherever it is made, e.g. a reference to the course's notes")
     questions: list[Question] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -301,6 +306,11 @@ class Assignment:
     @property
     def max_score(self) -> float:
         return float(sum(q.points for q in self.questions))
+
+    def hint(self, q, code: str) -> Optional[str]:
+        """The assignment's own words for a diagnosis (the question's `hints:`, else the assignment's)."""
+        own = getattr(q, "hints", None) or {}
+        return own.get(code, self.file.hints.get(code))
 
     def setting(self, q, name: str):
         """A question's grading setting, falling back to the assignment's `grading:` defaults."""
@@ -432,6 +442,7 @@ class _Loader:
                 self.problem(f"due_date: expected an ISO 8601 date like 2025-01-31 or 2025-01-31T23:59:00+01:00, "
                              f"got {f.due_date!r}", ("due_date",))
         refs = {"model": f.model} if f.model is not None else dict(f.models)
+        self.refs = refs
         ref_paths = {"model": ("model",)} if f.model is not None else {n: ("models", n) for n in refs}
         specs = {}
         for name, ref in refs.items():
@@ -460,6 +471,7 @@ class _Loader:
             if name in specs and ref.input is not None and ref.input in entries:
                 self.check_input_shape(specs[name], entries[ref.input], fixed.get(ref.input), where + ("input",))
         model_of = self.check_questions(refs, specs, ref_paths)
+        self.check_hints()
         self.fail()
         upstream = self.resolve_upstream(specs, model_of)
         self.fail()
@@ -590,6 +602,29 @@ class _Loader:
                                  ("questions", i, "depends_on", j))
         return model_of
 
+    def check_hints(self):
+        """`hints:` keys are diagnosis codes: known ones (with "did you mean"), and for a question, codes its kind
+        can be diagnosed with."""
+        from .diagnose import CODES
+        every = sorted({c for codes in CODES.values() for c in codes})
+        for code in self.f.hints:
+            if code not in every:
+                self.problem(f"hints: unknown diagnosis code '{code}'{did_you_mean(code, every)} (the codes are "
+                             "listed in docs/grading.md)", ("hints", code), key=True)
+        for i, q in enumerate(self.f.questions):
+            own = CODES.get(q.kind, ())
+            where = _where(("questions", i, "hints"), self.doc.data)
+            for code in q.hints or {}:
+                if code in own:
+                    continue
+                if code in every:
+                    msg = (f"{where}: '{code}' is not a diagnosis of {q.kind} questions (their codes: "
+                           f"{', '.join(own) or 'none'})")
+                else:
+                    msg = (f"{where}: unknown diagnosis code '{code}'{did_you_mean(code, own or every)} ({q.kind} "
+                           f"questions have: {', '.join(own) or 'none'})")
+                self.problem(msg, ("questions", i, "hints", code), key=True)
+
     def check_target(self, q, spec, ref: ModelRef, where, mname, ref_where):
         graph = spec.graph
         nodes = graph.nodes
@@ -660,7 +695,8 @@ class _Loader:
                 upstream[q.id] = list(q.depends_on)
                 continue
             spec = specs.get(model_of[q.id])
-            upstream[q.id] = _infer_upstream(q, qs, model_of, spec) if spec is not None else []
+            upstream[q.id] = (_infer_upstream(q, qs, model_of, spec, self.refs[model_of[q.id]].train)
+                              if spec is not None else [])
         # No cycles: a depth-first walk over the dependency graph.
         state: dict[str, int] = {}
         order = {q.id: i for i, q in enumerate(self.f.questions)}
@@ -688,9 +724,18 @@ def _valid_id(name: str) -> bool:
     return re.match(ID_PATTERN, name) is not None
 
 
-def _infer_upstream(q, qs, model_of, spec) -> list[str]:
+# Layers carried-forward credit follows the graph through (reference.layer_chain recomputes): their output keeps the
+# shape of their input and, up to an elementwise function or a per-channel affine map, its meaning. A shape
+# question after them depends on the shape question before them (conv -> relu -> pool), a value question on
+# the values before them. Flatten keeps the values (a reshape), so values and parameter counts see through it.
+SHAPE_KEEPING = ("relu", "leaky_relu", "sigmoid", "tanh", "softmax", "batchnorm", "dropout")
+
+
+def _infer_upstream(q, qs, model_of, spec, train: bool = True) -> list[str]:
     """The classic chains: shape <- input's shape, activation <- input's activation, loss/prediction/gradient
-    <- output, update <- gradient, bn_var <- bn_mean (and the batch-norm input)."""
+    <- output, update <- gradient, bn_var <- bn_mean (and the batch-norm input), a layer's parameter count <-
+    the shape of its input. "Input" looks back through layers that keep the shape (SHAPE_KEEPING; flatten too
+    for values and parameter counts) to the nearest layer a question asks about."""
     graph = spec.graph
     same = [o for o in qs if model_of[o.id] == model_of[q.id] and o.id != q.id]
 
@@ -704,18 +749,32 @@ def _infer_upstream(q, qs, model_of, spec) -> list[str]:
         node = graph.nodes[layer]
         return node.inputs[0] if len(node.inputs) == 1 and node.inputs[0] != INPUT_NAME else None
 
+    def nearest(kind, layer, through):
+        """The `kind` question on the layer feeding `layer`, looking back through layers of types `through`."""
+        src = input_of(layer)
+        while src is not None:
+            found = find(kind, layer=src)
+            if found:
+                return found
+            if graph.nodes[src].type not in through:
+                return []
+            src = input_of(src)
+        return []
+
+    # Dropout in training mode draws a random mask: values cannot be recomputed through it.
+    values_through = tuple(t for t in SHAPE_KEEPING if t != "dropout" or not train) + ("flatten",)
     if q.kind == "output_shape":
-        src = input_of(q.layer)
-        return find("output_shape", layer=src) if src else []
+        return nearest("output_shape", q.layer, SHAPE_KEEPING)
+    if q.kind == "param_count":
+        if q.layer is None or not graph.nodes[q.layer].params:
+            return []
+        return nearest("output_shape", q.layer, SHAPE_KEEPING + ("flatten",))
     if q.kind in ("activation", "bn_mean"):
-        src = input_of(q.layer)
-        return find("activation", layer=src) if src else []
+        return nearest("activation", q.layer, values_through)
     if q.kind == "bn_var":
-        src = input_of(q.layer)
-        return find("bn_mean", layer=q.layer) + (find("activation", layer=src) if src else [])
+        return find("bn_mean", layer=q.layer) + nearest("activation", q.layer, values_through)
     if q.kind == "output":
-        src = input_of(graph.output)
-        return find("activation", layer=src) if src else []
+        return nearest("activation", graph.output, values_through)
     if q.kind in ("loss", "prediction", "gradient"):
         return find("output") or find("activation", layer=graph.output)
     if q.kind == "param_after_steps" and q.steps == 1:

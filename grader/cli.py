@@ -160,7 +160,7 @@ def run_grade(args: argparse.Namespace) -> int:
     from cnnspec.progress import progress, use_color
 
     from .assignment import load_assignment
-    from .grading import Grader
+    from .grading import Grader, flag_copying
     from .report import render, view
 
     if args.format == "gradescope" and len(args.submissions) != 1:
@@ -176,6 +176,8 @@ def run_grade(args: argparse.Namespace) -> int:
     paths = progress(args.submissions, desc="grading") if len(args.submissions) > 1 else args.submissions
     for path in paths:
         results.append(grader.grade_file(path, args.student))
+    if len(results) > 1:  # answers matching another student's reference: staff view and gradebook only
+        results = flag_copying(results, grader)
     color = args.format == "text" and not args.output and use_color(sys.stdout)
     text = render(results, args.format, audience="instructor" if args.instructor else "student", color=color,
                   now=now)

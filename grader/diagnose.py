@@ -1,10 +1,21 @@
 """Misconception detectors: recompute the quantity under a classic wrong assumption and compare.
 
-Each detector gets a Context (the question, the student's answer, the reference run) and yields Diagnosis
-objects for every wrong assumption that reproduces the student's answer. Shapes are recomputed with
-cnnspec.shapes (never a formula of our own), values with the engine (a one-layer model with an attribute
-changed, the loss with the other reduction, the optimizer with a flipped sign, ...). A detector that
-fails for any reason is skipped: diagnosing never stops grading.
+Each detector gets a Context (the question, the student's answer, the reference run) and yields an
+explanation for EVERY wrong assumption that reproduces the student's answer: a Diagnosis, or a tuple of
+Diagnosis objects for mistakes that only together give the answer (padding ignored AND the layout swapped).
+Shapes are recomputed with cnnspec.shapes (never a formula of our own), values with the engine (a one-layer
+model with an attribute changed, the loss with the other reduction, the optimizer with a flipped sign, ...).
+A detector that fails for any reason is skipped: diagnosing never stops grading.
+
+A detector that cannot tell two causes apart names both as possible: when several explanations (of the
+fewest mistakes) reproduce the answer, `diagnose` returns each of them marked with the others' codes in
+`alternatives` and says so in the message ("possibly (1 of 2 causes that give this answer): ..."). When
+there are more than `limit` of them it names none. Every detector compares with the REFERENCE's upstream
+values: when the answer is right for the student's own wrong upstream answer (error carried forward) the
+grader does not diagnose it at all (grading.py), since each of these explanations would presume the
+upstream answer was right.
+
+The wording is generic; an assignment adds its own (a lecture's notes) through `hints:` (assignment.py).
 """
 from __future__ import annotations
 
@@ -26,6 +37,33 @@ from .reference import ModelRun, bn_axes, kernel_shape
 class Diagnosis:
     code: str
     message: str
+    alternatives: tuple[str, ...] = ()   # codes of other explanations that give the same answer
+
+
+# Every code a detector can give, by question kind (assignment `hints:` are checked against it; the tests check
+# that it lists every code in this file).
+CODES: dict[str, tuple[str, ...]] = {
+    "output_shape": ("no_plus_one", "padding_ignored", "padding_one_side", "stride_ignored", "dilation_ignored",
+                     "rounded_up", "layout_swapped", "channels_from_input", "batch_dim_included"),
+    "param_count": ("bias_forgotten", "one_filter_only", "kernel_depth_forgotten", "one_bias_for_all",
+                    "buffers_counted", "bn_params_forgotten"),
+    "kernel_shape": ("layout_swapped", "kernel_depth_forgotten", "depth_from_filters", "all_kernels"),
+    "weight_shape": ("tensorflow_order", "in_out_swapped", "layout_swapped", "one_kernel_only", "transposed"),
+    "activation": ("layout_swapped", "layer_not_applied", "softmax_given", "abs_not_relu", "bn_unbiased_variance",
+                   "bn_epsilon_forgotten", "bn_divided_by_variance", "bn_scale_shift_forgotten", "bias_forgotten",
+                   "kernel_flipped", "wrong_pooling", "too_few_digits"),
+    "bn_mean": ("one_sample_only", "channels_pooled", "too_few_digits"),
+    "bn_var": ("bn_unbiased_variance", "std_not_var", "var_plus_eps", "mean_not_subtracted", "one_sample_only",
+               "channels_pooled", "too_few_digits"),
+    "prediction": ("one_based", "scores_not_class", "argmin"),
+    "loss": ("sum_vs_mean", "half_mse", "not_squared", "rmse", "log_base", "sign", "softmax_twice",
+             "probability_not_loss", "no_softmax", "too_few_digits"),
+    "gradient": ("wrong_sign", "transposed", "factor_two", "sum_vs_mean", "dloss_dout", "input_gradient",
+                 "too_few_digits"),
+    "param_after_steps": ("wrong_sign", "no_learning_rate", "step_not_weight", "gradient_not_weight", "unchanged",
+                          "weight_decay_forgotten", "one_step_only", "momentum_forgotten", "too_few_digits"),
+}
+CODES["output"] = CODES["activation"]
 
 
 @dataclass
@@ -72,19 +110,41 @@ def detector(*kinds: str):
     return register
 
 
-def diagnose(ctx: Context, limit: int = 3) -> list[Diagnosis]:
-    """Every recognised mistake behind a wrong answer (at most `limit`, most specific first)."""
-    found: list[Diagnosis] = []
-    for fn in DETECTORS.get(ctx.q.kind, []):
+def diagnose(ctx: Context, limit: int = 4) -> list[Diagnosis]:
+    """The recognised mistakes behind a wrong answer. One explanation: its diagnoses. Several that reproduce the
+    answer equally well (the fewest mistakes each): all of them, each marked as one possible cause with the
+    others' codes in `alternatives`; more than `limit`: none (the answer says too little to tell)."""
+    explanations: list[list[Diagnosis]] = []
+    seen: set[frozenset] = set()
+    detectors = list(DETECTORS.get(ctx.q.kind, []))
+    if ctx.tol is not None:
+        detectors.append(lambda c: [d for d in [rounding_mistake(c)] if d])
+    for fn in detectors:
         try:
-            for d in fn(ctx) or ():
-                if all(d.code != f.code for f in found):
-                    found.append(d)
+            for item in fn(ctx) or ():
+                parts = list(item) if isinstance(item, (list, tuple)) else [item]
+                key = frozenset(d.code for d in parts)
+                if parts and key not in seen:
+                    seen.add(key)
+                    explanations.append(parts)
         except Exception:  # noqa: BLE001 - a detector that cannot run explains nothing; grading goes on
             continue
-        if len(found) >= limit:
-            break
-    return found[:limit]
+    if not explanations:
+        return []
+    fewest = min(len(e) for e in explanations)
+    explanations = [e for e in explanations if len(e) == fewest]   # a single slip before two at once
+    if len(explanations) == 1:
+        return explanations[0]
+    if len(explanations) > limit:
+        return []
+    n = len(explanations)
+    out: list[Diagnosis] = []
+    for i, parts in enumerate(explanations):
+        others = tuple(d.code for j, e in enumerate(explanations) if j != i for d in e)
+        for k, d in enumerate(parts):
+            lead = f"possibly ({i + 1} of {n} causes that give this answer): " if k == 0 else "together with: "
+            out.append(Diagnosis(d.code, lead + d.message, others))
+    return out
 
 
 def _pair(v) -> tuple[int, int]:
@@ -147,8 +207,7 @@ def _axis_message(code: str, ax: tuple, wrong: int, node) -> str:
     what = "conv" if node.type == "conv2d" else node.type
     if code == "no_plus_one":
         return (f'the "+1" is missing from the output size: out = floor((in + 2p - k)/s) + 1 counts the first '
-                f"window position too; here {right}, you gave {wrong} (a classic slip - the lecture notes write 97 "
-                "for 98)")
+                f"window position too; here {right}, you gave {wrong}")
     if code == "padding_ignored":
         return f"the padding was ignored: {what} '{node.name}' pads {p0} pixel(s) on each side, so {right}"
     if code == "padding_one_side":
@@ -180,7 +239,6 @@ def shape_mistakes(ctx: Context):
     if three_d and a == _swap_layout(expected, layout) and a != expected:
         yield Diagnosis("layout_swapped", f"the shape is in {_other(layout)} order; the spec's layout is {layout}, "
                         f"so give [{', '.join(layout)}] = {fmt_shape(expected)}")
-        return
     axes = _window_axes(node)
     if axes is None or not three_d:
         return
@@ -204,6 +262,8 @@ def shape_mistakes(ctx: Context):
         if msgs:
             ax, wrong = msgs[0]
             mistakes.append((code, tuple(sizes), [Diagnosis(code, _axis_message(code, ax, wrong, node))]))
+    # Every combination that gives the answer is an explanation; diagnose() keeps those of the fewest
+    # mistakes and names all of them when several coincide (no "+1" and padding ignored can give one number).
     for code, (h, w), diags in mistakes:
         for c, cdiag in channel_choices:
             for swapped in (False, True):
@@ -219,8 +279,8 @@ def shape_mistakes(ctx: Context):
                 if swapped:
                     out.append(Diagnosis("layout_swapped", f"the shape is in {_other(layout)} order; the spec's "
                                          f"layout is {layout} ([{', '.join(layout)}])"))
-                yield from out
-                return
+                if out:
+                    yield tuple(out)
 
 
 @detector("param_count")
@@ -237,7 +297,6 @@ def count_mistakes(ctx: Context):
     if bias and a == e - bias:
         yield Diagnosis("bias_forgotten", f"the biases were left out: each filter/unit has one bias ({bias} in "
                         f"all); {_count_formula(nodes)}")
-        return
     if q.layer is None:
         bn = [n for n in nodes if n.type == "batchnorm"]
         running = sum(math.prod(n.buffers["running_mean"]) + math.prod(n.buffers["running_var"]) for n in bn)
@@ -245,7 +304,7 @@ def count_mistakes(ctx: Context):
         if running and a == e + running:
             yield Diagnosis("buffers_counted", "batch norm's running_mean and running_var were counted: they are "
                             "buffers (statistics), not trained parameters; only gamma and beta are")
-        elif bn_params and a == e - bn_params:
+        if bn_params and a == e - bn_params:
             yield Diagnosis("bn_params_forgotten", "batch norm's gamma and beta (2 per channel) were left out; they "
                             "are trained parameters")
         return
@@ -257,10 +316,10 @@ def count_mistakes(ctx: Context):
         if f > 1 and a in (one, c * kh * kw):
             yield Diagnosis("one_filter_only", f"that counts a single filter; the layer has {f} filters, each with "
                             f"{c}x{kh}x{kw} weights{' and a bias' if has_bias else ''}: {_count_formula(nodes)}")
-        elif c > 1 and a in (f * kh * kw + (f if has_bias else 0), f * kh * kw):
+        if c > 1 and a in (f * kh * kw + (f if has_bias else 0), f * kh * kw):
             yield Diagnosis("kernel_depth_forgotten", f"each kernel is {kh}x{kw}x{c}: its depth equals the input's "
                             f"channels ({c}); {_count_formula(nodes)}")
-        elif has_bias and f > 1 and a == e - f + 1:
+        if has_bias and f > 1 and a == e - f + 1:
             yield Diagnosis("one_bias_for_all", f"each filter has its own bias ({f} biases, not 1); "
                             f"{_count_formula(nodes)}")
 
@@ -291,16 +350,18 @@ def kernel_mistakes(ctx: Context):
     f, c, kh, kw = wshape
     e = list(ctx.expected)
     other = kernel_shape(wshape, _other(r.layout))
-    if a == other and a != e:
+    if a == e:
+        return
+    if a == other:
         yield Diagnosis("layout_swapped", f"the kernel is given in {_other(r.layout)} order; with the spec's "
                         f"{r.layout} layout one kernel is {fmt_shape(e)}")
-    elif a == [kh, kw]:
+    if a == [kh, kw]:
         yield Diagnosis("kernel_depth_forgotten", f"a kernel has a depth too: it spans all {c} input channels, so it "
                         f"is {fmt_shape(e)}")
-    elif f != c and a in (kernel_shape((f, f, kh, kw), r.layout), [kh, kw, f], [f, kh, kw]):
+    if f != c and a in (kernel_shape((f, f, kh, kw), r.layout), [kh, kw, f], [f, kh, kw]):
         yield Diagnosis("depth_from_filters", f"the kernel's depth is the number of INPUT channels ({c}), not the "
                         f"number of filters ({f})")
-    elif a in ([f, c, kh, kw], [kh, kw, c, f], [f, kh, kw, c]):
+    if a in ([f, c, kh, kw], [kh, kw, c, f], [f, kh, kw, c]):
         yield Diagnosis("all_kernels", f"that is the whole weight tensor ({f} kernels); one kernel is {fmt_shape(e)}")
 
 
@@ -313,18 +374,20 @@ def weight_mistakes(ctx: Context):
     e = list(ctx.expected)
     layer, local = q.param.rsplit(".", 1)
     node = r.graph.nodes[layer]
+    if a == e:
+        return
     if node.type == "conv2d" and local == "weight":
         f, c, kh, kw = e
         if a == [kh, kw, c, f]:
             yield Diagnosis("tensorflow_order", f"that is TensorFlow/Keras order (kh, kw, in, out); cnnspec and "
                             f"PyTorch store conv weights as (filters, in_channels/groups, kh, kw) = {fmt_shape(e)}")
-        elif a == [c, f, kh, kw] and c != f:
+        if a == [c, f, kh, kw] and c != f:
             yield Diagnosis("in_out_swapped", f"in and out channels are swapped: conv weights are (filters, "
                             f"in_channels/groups, kh, kw) = {fmt_shape(e)}")
-        elif a in ([f, kh, kw, c],) and a != e:
+        if a == [f, kh, kw, c]:
             yield Diagnosis("layout_swapped", f"the kernel axes are in HWC order; weights are (filters, "
                             f"in_channels/groups, kh, kw) = {fmt_shape(e)} whatever the input layout")
-        elif a in (kernel_shape(tuple(e), "HWC"), kernel_shape(tuple(e), "CHW")):
+        if a in (kernel_shape(tuple(e), "HWC"), kernel_shape(tuple(e), "CHW")):
             yield Diagnosis("one_kernel_only", f"that is one kernel; the weight holds all {f}: {fmt_shape(e)}")
     elif node.type == "dense" and local == "weight" and a == e[::-1] and e[0] != e[1]:
         yield Diagnosis("transposed", f"dense weights are stored (out_features, in_features) as in PyTorch's "
@@ -347,10 +410,10 @@ def tensor_mistakes(ctx: Context):
     e = np.asarray(ctx.full)
     if e.ndim == 4:
         other = e.transpose(0, 3, 1, 2) if r.layout == "HWC" else e.transpose(0, 2, 3, 1)
-        if matches(ctx.answer, other, ctx.tol) and ctx.select(other) is not None and getattr(q, "index", None) is None:
+        if matches(ctx.answer, other, ctx.tol) and ctx.select(other) is not None and getattr(q, "index", None) is None \
+                and not matches(ctx.answer, e, ctx.tol):
             yield Diagnosis("layout_swapped", f"the values are in {_other(r.layout)} order; the spec's layout is "
                             f"{r.layout}, so give them as (N, {', '.join(r.layout)})")
-            return
     x = _input_of(r, layer)
     if x is not None and x.shape == e.shape and node.type not in ("dropout", "flatten") and ctx.same(x):
         msg = {"relu": "the ReLU was not applied: these are its inputs; ReLU(x) = max(0, x) turns negatives into 0",
@@ -359,14 +422,11 @@ def tensor_mistakes(ctx: Context):
                "batchnorm": "these values were not normalised: batch norm gives gamma*(x - mean)/sqrt(var + eps) "
                             "+ beta"}.get(node.type, f"these are the values entering '{layer}', not its output")
         yield Diagnosis("layer_not_applied", msg)
-        return
     if node.type != "softmax" and e.ndim == 2 and e.shape[1] > 1 and ctx.same(softmax(e, axis=1)):
         yield Diagnosis("softmax_given", "these are softmax probabilities; the question asks for the logits (the "
                         "values before softmax)")
-        return
     if node.type == "relu" and x is not None and ctx.same(np.abs(x)):
         yield Diagnosis("abs_not_relu", "ReLU is max(0, x): negative values become 0, not positive")
-        return
     if node.type == "batchnorm" and r.ref.train and x is not None:
         yield from _bn_value_mistakes(ctx, node, x)
     if node.type == "conv2d" and x is not None:
@@ -374,12 +434,10 @@ def tensor_mistakes(ctx: Context):
         if "bias" in p and np.any(p["bias"] != 0) and ctx.same(r.layer_forward(layer, x, params={"bias": p["bias"] * 0})):
             yield Diagnosis("bias_forgotten", "the bias was not added: every output value of a filter gets that "
                             "filter's bias")
-            return
         flipped = p["weight"][:, :, ::-1, ::-1]
         if ctx.same(r.layer_forward(layer, x, params={"weight": flipped})):
             yield Diagnosis("kernel_flipped", "the kernel was flipped (textbook convolution); CNN layers compute "
                             "cross-correlation: slide the kernel as it is, without flipping")
-            return
     if node.type in ("maxpool", "avgpool") and x is not None:
         other = "avgpool" if node.type == "maxpool" else "maxpool"
         if ctx.same(r.layer_forward(layer, x, changes={"type": other})):
@@ -409,10 +467,7 @@ def _bn_value_mistakes(ctx: Context, node, x: np.ndarray):
         ("bn_scale_shift_forgotten", (x - mean) / np.sqrt(var + eps),
          "gamma and beta were not applied: after normalising, scale by gamma and shift by beta"),
     ]
-    for code, cand, msg in cases:
-        if ctx.same(cand):
-            yield Diagnosis(code, msg)
-            return
+    yield from _all(ctx, cases)
 
 
 @detector("bn_mean", "bn_var")
@@ -440,10 +495,7 @@ def bn_stat_mistakes(ctx: Context):
     else:
         cases = [("one_sample_only", first.mean(axis=axes), f"that uses only the first sample; batch statistics "
                   f"average over all {x.shape[0]} samples in the batch")]
-    for code, cand, msg in cases:
-        if ctx.same(cand):
-            yield Diagnosis(code, msg)
-            return
+    yield from _all(ctx, cases)
     a = np.asarray(ctx.answer)
     if a.size == 1 and mean.size > 1:
         whole = x.mean() if q.kind == "bn_mean" else x.var()
@@ -458,11 +510,12 @@ def prediction_mistakes(ctx: Context):
     r.ensure_computed()
     e = np.asarray(ctx.expected)
     a = np.asarray(ctx.answer)
+    if a.shape == r.output.shape or a.size == r.output.size and a.size != e.size:
+        yield Diagnosis("scores_not_class", "give the predicted class index (argmax over classes), not the scores")
+        return
     if ctx.same(e + 1, exact=True):
         yield Diagnosis("one_based", "class indices count from 0; subtract 1")
-    elif a.shape == r.output.shape or a.size == r.output.size and a.size != e.size:
-        yield Diagnosis("scores_not_class", "give the predicted class index (argmax over classes), not the scores")
-    elif ctx.same(np.argmin(r.output, axis=1), exact=True):
+    if ctx.same(np.argmin(r.output, axis=1), exact=True):
         yield Diagnosis("argmin", "that is the class with the LOWEST score; the prediction is the argmax")
 
 
@@ -480,7 +533,6 @@ def loss_mistakes(ctx: Context):
         what = "the batch size N" if loss.type == "cross_entropy" else "the number of elements"
         yield Diagnosis("sum_vs_mean", f"that is the {other} over the batch; the spec's loss uses reduction "
                         f"'{loss.reduction}' ({'divide the sum by ' + what + f' = {n}' if loss.reduction == 'mean' else 'no division'})")
-        return
     e = float(ctx.expected)
     cases: list[tuple[str, Any, str]] = []
     if loss.type == "mse":
@@ -510,7 +562,7 @@ def loss_mistakes(ctx: Context):
             if np.all(out[rows, t] > 0):
                 cases.append(("no_softmax", agg(-np.log(out[rows, t])), "the logits were used as probabilities: "
                               "apply softmax first (cross-entropy = -log softmax(z)[true class])"))
-    yield from _first(ctx, cases)
+    yield from _all(ctx, cases)
 
 
 @detector("gradient")
@@ -521,7 +573,7 @@ def gradient_mistakes(ctx: Context):
     loss = r.spec.loss
     n = r.output.shape[0]
     m = r.output.size
-    yield from _first(ctx, [
+    yield from _all(ctx, [
         ("wrong_sign", -g, "the sign is flipped: the gradient is dL/dw itself (it points uphill); the minus sign "
          "belongs to the update w - lr * dL/dw"),
         ("transposed", g.T if g.ndim == 2 and g.shape[0] != g.shape[1] else None,
@@ -544,11 +596,13 @@ def gradient_mistakes(ctx: Context):
             yield Diagnosis("input_gradient", "that is the gradient with respect to the input x, not the parameter")
 
 
-def _first(ctx: Context, cases):
+def _all(ctx: Context, cases):
+    """A Diagnosis for every case whose candidate is the answer (the first message of each code)."""
+    done = set()
     for code, cand, msg in cases:
-        if cand is not None and ctx.same(cand):
+        if code not in done and cand is not None and ctx.same(cand):
+            done.add(code)
             yield Diagnosis(code, msg)
-            return
 
 
 @detector("param_after_steps")
@@ -572,7 +626,7 @@ def update_mistakes(ctx: Context):
             ("weight_decay_forgotten", theta - lr * g if o.weight_decay > 0 else None,
              f"weight decay was left out: the gradient gets + weight_decay x w ({o.weight_decay:g} x w) first"),
         ]
-        yield from _first(ctx, cases)
+        yield from _all(ctx, cases)
         return
     cases = [("one_step_only", r.params_after(1)[q.param], f"that is the weight after ONE step; the question asks "
               f"for {q.steps} steps (forward, backward, update, repeated)")]
@@ -580,7 +634,7 @@ def update_mistakes(ctx: Context):
         cases.append(("momentum_forgotten", r.params_after_with(q.steps, momentum=0.0, nesterov=False)[q.param],
                       f"momentum was left out: from the second step on, the velocity b = {o.momentum:g} b + g "
                       "carries the earlier gradients"))
-    yield from _first(ctx, cases)
+    yield from _all(ctx, cases)
 
 
 def rounding_mistake(ctx: Context) -> Optional[Diagnosis]:

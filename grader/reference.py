@@ -30,6 +30,23 @@ def bn_axes(ndim: int, layout: str) -> tuple[int, ...]:
     return (0, 1, 2) if layout == "HWC" else (0, 2, 3)
 
 
+def layer_chain(graph, src: str, layer: str) -> Optional[list[str]]:
+    """The layers from `src` (exclusive) to `layer` (inclusive) when each takes the one before it as its only
+    input (a plain sequence, e.g. relu1, pool1 from conv1 to pool1); None otherwise."""
+    path = [layer]
+    node = graph.nodes[layer]
+    while True:
+        if len(node.inputs) != 1:
+            return None
+        prev = node.inputs[0]
+        if prev == src:
+            return path[::-1]
+        if prev == INPUT_NAME or prev not in graph.nodes:
+            return None
+        path.append(prev)
+        node = graph.nodes[prev]
+
+
 def kernel_shape(weight_shape: tuple[int, ...], layout: str) -> list[int]:
     """One conv kernel in the declared layout: (F, C/g, kh, kw) -> [kh, kw, C/g] (HWC) or [C/g, kh, kw] (CHW)."""
     _, c, kh, kw = weight_shape
@@ -77,6 +94,7 @@ class ModelRun:
         """The compiled model, after forward (train per the assignment), loss and backward when there is a target."""
         model = self._compile()
         self.initial_params = {k: v.copy() for k, v in model.params.items()}
+        self.initial_buffers = {k: v.copy() for k, v in model.buffers.items()}
         out = model.forward(self.x, train=self.ref.train)
         self.output = np.array(out)
         self.activations = {k: np.array(v) for k, v in model.activations.items()}
@@ -141,46 +159,70 @@ class ModelRun:
                           weight_decay=o.weight_decay)
         return new[param]
 
-    def layer_model(self, layer: str, changes: Optional[dict] = None):
-        """A one-layer model like `layer` (optionally with some attributes changed), or None if none fits."""
-        key = (layer, repr(sorted((changes or {}).items())))
+    def _layers(self, layer: str, src: Optional[str]) -> Optional[list[str]]:
+        """The layers a recomputation runs: `layer` alone (src None: from its own input), or the chain from `src`."""
+        if src is None:
+            return [layer] if len(self.graph.nodes[layer].inputs) == 1 else None
+        return layer_chain(self.graph, src, layer)
+
+    def _chain_text(self, names: list[str], in_shape, title: str, changes: Optional[dict] = None) -> str:
+        """A spec (YAML text) of the layers `names` in sequence on an input of `in_shape` (declared layout)."""
+        layers = []
+        for name in names:
+            node = self.graph.nodes[name]
+            d = node.layer.model_dump(exclude_none=True, exclude={"inputs"})
+            if name == names[-1]:
+                d.update(changes or {})
+            d["name"] = name
+            if d["type"] == "avgpool":
+                d.pop("dilation", None)
+            if d["type"] == "maxpool":
+                d.pop("count_include_pad", None)
+            layers.append(d)
+        return yaml.safe_dump({"cnnspec": 1, "name": title,
+                               "input": {"shape": [int(v) for v in in_shape], "layout": self.layout,
+                                         "dtype": self.spec.input.dtype},
+                               "layers": layers}, sort_keys=False)
+
+    def layer_model(self, layer: str, changes: Optional[dict] = None, src: Optional[str] = None):
+        """A model of `layer` alone (optionally with some attributes changed), or of the chain of layers from
+        `src` (exclusive) to `layer`; None if none fits (dropout in training mode is random: never recomputed)."""
+        key = (layer, src, repr(sorted((changes or {}).items())))
         if key in self._layer_models:
             return self._layer_models[key]
-        node = self.graph.nodes[layer]
+        names = self._layers(layer, src)
         model = None
-        if len(node.inputs) == 1 and node.type != "dropout":
-            in_shape = self.graph.declared(self.graph.shape_of(node.inputs[0]))
-            layer_dict = node.layer.model_dump(exclude_none=True, exclude={"inputs"})
-            layer_dict.update(changes or {})
-            layer_dict["name"] = layer
-            if layer_dict["type"] == "avgpool":
-                layer_dict.pop("dilation", None)
-            if layer_dict["type"] == "maxpool":
-                layer_dict.pop("count_include_pad", None)
-            text = yaml.safe_dump({"cnnspec": 1, "name": "recomputed",
-                                   "input": {"shape": list(in_shape), "layout": self.layout,
-                                             "dtype": self.spec.input.dtype},
-                                   "layers": [layer_dict]}, sort_keys=False)
+        if names and not (self.ref.train and any(self.graph.nodes[n].type == "dropout" for n in names)) \
+                and not (src is None and self.graph.nodes[layer].type == "dropout"):
+            first = self.graph.nodes[names[0]]
+            in_shape = self.graph.declared(self.graph.shape_of(first.inputs[0]))
             try:
-                model = cnnspec.compile(cnnspec.loads_spec(text, f"<{layer}>"))
+                model = cnnspec.compile(cnnspec.loads_spec(self._chain_text(names, in_shape, "recomputed", changes),
+                                                           f"<{layer}>"))
             except CnnspecError:
                 model = None
         self._layer_models[key] = model
         return model
 
     def layer_forward(self, layer: str, upstream: np.ndarray, changes: Optional[dict] = None,
-                      params: Optional[dict] = None) -> Optional[np.ndarray]:
+                      params: Optional[dict] = None, src: Optional[str] = None) -> Optional[np.ndarray]:
         """`layer` applied to an input activation (N, ...): the student's own upstream answer (error carried
-        forward), or the true input under a wrong assumption (changed attributes or parameters)."""
-        model = self.layer_model(layer, changes)
+        forward), or the true input under a wrong assumption (changed attributes or parameters). With `src`,
+        `upstream` is the output of `src` and every layer between `src` and `layer` is applied too (with the
+        reference's weights; batch norm in training mode uses the batch statistics of these values)."""
+        model = self.layer_model(layer, changes, src)
         if model is None:
             return None
         self.ensure_computed()
-        node = self.graph.nodes[layer]
-        weights = {k: self.initial_params[f"{layer}.{k}"] for k in node.params}
-        weights.update(params or {})
+        weights = {}
+        for name in self._layers(layer, src) or []:
+            node = self.graph.nodes[name]
+            weights.update({f"{name}.{k}": self.initial_params[f"{name}.{k}"] for k in node.params})
+            weights.update({f"{name}.{k}": self.initial_buffers[f"{name}.{k}"] for k in node.buffers
+                            if f"{name}.{k}" in self.initial_buffers})
+        weights.update({f"{layer}.{k}": v for k, v in (params or {}).items()})
         try:
-            model.set_weights({f"{layer}.{k}": v for k, v in weights.items() if f"{layer}.{k}" in model.params})
+            model.set_weights({k: v for k, v in weights.items() if k in model.params or k in model.buffers})
             return np.array(model.forward(np.asarray(upstream, dtype=np.float64), train=self.ref.train))
         except CnnspecError:
             return None
@@ -196,22 +238,27 @@ class ModelRun:
             model.step()
         return {k: v.copy() for k, v in model.params.items()}
 
-    def shape_from(self, layer: str, upstream_shape: list[int]) -> Optional[list[int]]:
-        """`layer`'s output shape if its input had the student's upstream shape (None if impossible)."""
-        node = self.graph.nodes[layer]
-        if len(node.inputs) != 1:
+    def _graph_from(self, layer: str, upstream_shape: list[int], src: Optional[str]):
+        names = self._layers(layer, src)
+        if not names:
             return None
-        layer_dict = node.layer.model_dump(exclude_none=True, exclude={"inputs"})
-        layer_dict["name"] = layer
-        text = yaml.safe_dump({"cnnspec": 1, "name": "carried-forward",
-                               "input": {"shape": [int(d) for d in upstream_shape], "layout": self.layout},
-                               "layers": [layer_dict]}, sort_keys=False)
         try:
-            spec = cnnspec.loads_spec(text, f"<{layer}>")
-        except CnnspecError:
+            spec = cnnspec.loads_spec(self._chain_text(names, upstream_shape, "carried-forward"), f"<{layer}>")
+        except (CnnspecError, ValueError, TypeError):
             return None
-        g = spec.graph
-        return list(g.declared(g.nodes[layer].shape))
+        return spec.graph
+
+    def shape_from(self, layer: str, upstream_shape: list[int], src: Optional[str] = None) -> Optional[list[int]]:
+        """`layer`'s output shape if its input (with `src`: the output of `src`, through the layers between)
+        had the student's upstream shape (None if impossible)."""
+        g = self._graph_from(layer, upstream_shape, src)
+        return None if g is None else list(g.declared(g.nodes[layer].shape))
+
+    def param_count_from(self, layer: str, upstream_shape: list[int], src: Optional[str] = None) -> Optional[int]:
+        """`layer`'s trainable parameters if the output of `src` (None: its own input) had the student's shape:
+        a dense layer's weights follow its in_features, a conv layer's its input channels."""
+        g = self._graph_from(layer, upstream_shape, src)
+        return None if g is None else int(g.nodes[layer].param_count)
 
 
 class Reference:

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal, Optional
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from cnnspec.text import printable
 
@@ -32,12 +32,28 @@ Outcome = Literal["correct", "carried_forward", "partially_correct", "wrong", "m
 class Diagnosis(BaseModel):
     code: str = Field(description="stable identifier of the recognised mistake, e.g. no_plus_one")
     message: str = Field(description="what went wrong, in words a student can act on")
+    alternatives: list[str] = Field(default_factory=list, description="codes of other mistakes that give the same "
+                                    "answer: this is one possible cause, not the certain one")
+    hint: Optional[str] = Field(None, description="the assignment's own words for this mistake (its `hints:`)")
 
 
 class CarriedForward(BaseModel):
     from_questions: list[str] = Field(description="the upstream questions whose (wrong) answers this one is right for")
-    credit: float = Field(description="fraction of the points given for it (the assignment's carry_forward)")
+    credit: float = Field(description="fraction of the points given for it (the assignment's carry_forward; 0 when "
+                          "withdrawn)")
     message: str
+    withdrawn: Optional[str] = Field(None, description="instructor view only: why the credit was not given (an "
+                                     "upstream answer matches another student's reference answer)")
+
+
+class CopyMatch(BaseModel):
+    """A wrong answer that matches another student's reference answer (per-student data): a sign of copying."""
+
+    question: str = Field(description="question id")
+    student_id: str = Field(description="the other student, whose reference answer this answer matches")
+    submissions: list[str] = Field(default_factory=list, description="that student's submissions in the batch")
+    values: int = Field(description="number of values that match (a single number can match by chance in a "
+                        "large class; a tensor hardly)")
 
 
 class QuestionResult(BaseModel):
@@ -59,6 +75,12 @@ class QuestionResult(BaseModel):
     expected: Any = Field(None, description="the reference answer; never present when withheld")
     tolerance: Optional[dict[str, float]] = None
     fraction_correct: Optional[float] = Field(None, description="share of elements within tolerance (tensors)")
+    matches_other_students: list[str] = Field(default_factory=list, description="instructor view only: students in "
+                                              "the batch whose reference answer this wrong answer matches (copying?)")
+    # What grading gave before any copying check (so the check can be re-run on the same results): the score
+    # without carried-forward credit, and the carried-forward score, outcome and status.
+    _without_cf: Optional[float] = PrivateAttr(None)
+    _with_cf: Optional[tuple] = PrivateAttr(None)
 
 
 class SubmissionResult(BaseModel):
@@ -78,6 +100,8 @@ class SubmissionResult(BaseModel):
     questions: list[QuestionResult]
     warnings: list[str] = Field(default_factory=list)
     error: Optional[str] = Field(None, description="why the submission could not be graded at all")
+    copying: list[CopyMatch] = Field(default_factory=list, description="instructor view only: wrong answers that "
+                                     "match another student's reference answer (see grading.find_copying)")
     internal_error: bool = Field(False, description="the error is a failure inside cnnspec, not in the submission")
     graded_at: str
     seconds: float
@@ -135,7 +159,11 @@ def _withhold(q: QuestionResult) -> QuestionResult:
 
 
 def _without_sources(q: QuestionResult, hidden: set[str]) -> QuestionResult:
-    """A shown question's carried-forward note must not say that a withheld answer was wrong (or show it)."""
+    """A shown question's carried-forward note must not say that a withheld answer was wrong (or show it), and a
+    student never sees that an answer matches another student's (nor a credit withdrawn for it)."""
+    if q.matches_other_students or (q.carried_forward is not None and q.carried_forward.withdrawn):
+        q = q.model_copy(update={"matches_other_students": [], "carried_forward": None if (
+            q.carried_forward is not None and q.carried_forward.withdrawn) else q.carried_forward})
     cf = q.carried_forward
     if cf is None or not hidden.intersection(cf.from_questions):
         return q
@@ -156,7 +184,7 @@ def for_student(result: SubmissionResult, now: Optional[datetime] = None) -> Sub
     max_score = float(sum(q.points for q in shown))
     hidden = float(sum(q.points for q in qs if q.status == "withheld"))
     return result.model_copy(update={
-        "audience": "student", "questions": qs, "score": score, "max_score": max_score,
+        "audience": "student", "questions": qs, "score": score, "max_score": max_score, "copying": [],
         "percent": round(100.0 * score / max_score, 2) if max_score else 100.0,
         "passed": None if hidden else result.passed, "withheld_points": hidden})
 
@@ -213,13 +241,24 @@ def _feedback_lines(q: QuestionResult) -> list[str]:
         if q.message:
             lines.append(q.message)
         lines += q.details
-    lines += [f"why: {d.message}" for d in q.diagnoses]
+    lines += [f"why: {d.message}" + (f" ({d.hint})" if d.hint else "") for d in q.diagnoses]
     if q.carried_forward:
         lines.append(q.carried_forward.message)
+    if q.matches_other_students:
+        lines.append(f"possible copying: this wrong answer matches the reference answer of "
+                     f"{', '.join(q.matches_other_students)} (another student's data), not this student's")
     if q.outcome == "partially_correct":
         lines.append(f"partial credit: {q.fraction_correct:.0%} of the elements are within tolerance")
     lines += [f"note: {n}" for n in q.notes]
     return lines
+
+
+def copying_summary(r: SubmissionResult) -> str:
+    """'s101: logits, loss; s107: grad_b' - whose reference answers this submission's wrong answers match."""
+    by: dict[str, list[str]] = {}
+    for m in r.copying:
+        by.setdefault(m.student_id, []).append(m.question)
+    return "; ".join(f"{sid}: {', '.join(qs)}" for sid, qs in by.items())
 
 
 def _totals(r: SubmissionResult) -> str:
@@ -257,6 +296,8 @@ def render_text(results: list[SubmissionResult], color: bool = False) -> str:
                 out.append("        " + _block(line, "        "))
         for w in r.warnings:
             out.append(f"  warning: {printable(w)}")
+        if r.copying:
+            out.append(f"  possible copying: {printable(copying_summary(r))}")
         out.append(_totals(r))
         out.append("")
     return "\n".join(out)
@@ -301,7 +342,9 @@ def render_markdown(results: list[SubmissionResult]) -> str:
                 out.append("")
         for w in r.warnings:
             out.append(f"> warning: {_md(w)}")
-        if r.warnings:
+        if r.copying:
+            out.append(f"> possible copying: {_md(copying_summary(r))}")
+        if r.warnings or r.copying:
             out.append("")
     return "\n".join(out)
 
@@ -351,7 +394,8 @@ def render_junit(results: list[SubmissionResult]) -> str:
         suite.set("errors", str(s_err))
         suite.set("skipped", str(s_skip))
         so = ET.SubElement(suite, "system-out")
-        so.text = _x(_totals(r) + "".join(f"\nwarning: {w}" for w in r.warnings))
+        so.text = _x(_totals(r) + "".join(f"\nwarning: {w}" for w in r.warnings)
+                     + (f"\npossible copying: {copying_summary(r)}" if r.copying else ""))
         total += len(r.questions)
         fails += s_fail
         errors += s_err

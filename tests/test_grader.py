@@ -94,7 +94,7 @@ CLASSIC = {
     "conv1_shape": "layout_swapped", "conv1_kernel": "kernel_depth_forgotten", "conv1_weight": "tensorflow_order",
     "conv1_params": "bias_forgotten", "conv2_shape": "channels_from_input", "conv2_kernel": "depth_from_filters",
     "conv2_params": "bias_forgotten", "relu_out": "layer_not_applied", "loss": "half_mse", "grad_w1": "wrong_sign",
-    "grad_w": "factor_two", "w1_new": "wrong_sign", "w1_new_lr1": "step_not_weight",
+    "grad_w": "factor_two", "w1_new_lr1": "step_not_weight",
 }
 
 
@@ -104,6 +104,14 @@ def test_each_classic_mistake_is_named(lecture_grader):
         assert code in codes(r[qid]), (qid, codes(r[qid]), r[qid].message)
     assert r["y_hat"].status == "passed"
     assert "HWC" in r["conv1_shape"].diagnoses[0].message
+    # 0.46856 = 0.5 - 0.01 * 3.144 is a correct step with the student's own (sign-flipped) gradient: carried
+    # forward, and not also "the step went uphill" (which presumes the gradient was right).
+    assert r["w1_new"].outcome == "carried_forward" and codes(r["w1_new"]) == []
+
+
+def test_update_uphill_is_named_when_the_gradient_was_right(lecture_grader):
+    r = by_id(lecture_grader.grade(submit({"grad_w1": -3.144, "w1_new": 0.46856})))
+    assert codes(r["w1_new"]) == ["wrong_sign"] and r["w1_new"].carried_forward is None
 
 
 def test_error_carried_forward_from_wrong_output(lecture_grader):
@@ -273,10 +281,12 @@ def test_bn_and_loss_mistakes(bn, bn_grader, bn_ref):
     }
     r = by_id(bn_grader.grade(submit(answers, "s1")))
     expect = {"bn_var": "bn_unbiased_variance", "bn_mean": "one_sample_only", "logits": "softmax_given",
-              "pred": "one_based", "loss": "sum_vs_mean", "grad_fc_bias": "wrong_sign", "fc_bias_1": "wrong_sign",
+              "pred": "one_based", "loss": "sum_vs_mean", "grad_fc_bias": "wrong_sign",
               "fc_bias_2": "one_step_only", "n_params": "buffers_counted", "conv_shape": "padding_ignored"}
     for qid, code in expect.items():
         assert code in codes(r[qid]), (qid, codes(r[qid]), r[qid].message)
+    # w + lr * g is the right step for the student's own (sign-flipped) gradient: carried forward, no "uphill".
+    assert r["fc_bias_1"].outcome == "carried_forward" and codes(r["fc_bias_1"]) == []
 
 
 def test_value_mistakes_recomputed_by_the_engine(bn, bn_grader, bn_ref):
@@ -415,7 +425,9 @@ def test_wrong_answer_to_a_zero_point_question_is_not_passed():
 def test_carry_forward_zero_turns_it_off():
     a = grader.loads_assignment(ONE_NEURON.replace("CF", "0"), "n.yaml")
     q = by_id(grader.grade(a, submit({"out": 0.5, "loss": 0.25})))["loss"]   # (0.5 - 1)^2: right for out = 0.5
-    assert q.score == 0 and q.outcome == "wrong" and q.carried_forward is None
+    assert q.score == 0 and q.outcome == "wrong"
+    # No credit, but the feedback still says why (and diagnoses nothing that presumes 'out' was right).
+    assert q.carried_forward.credit == 0 and "no points" in q.carried_forward.message and q.diagnoses == []
 
 
 def test_a_blank_student_id_is_no_student_id(bn, bn_grader):
