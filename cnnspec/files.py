@@ -81,8 +81,15 @@ def read_input(path, what: str = "input", max_bytes: int = 16 * 1024**2) -> byte
     """A user's regular file's bytes, at most `max_bytes` (DataError beyond, also for /proc files that report
     size 0, and for any read error)."""
     with open_input(path, what, max_bytes) as f:
-        try:
-            data = f.read(max_bytes + 1)
+        try:  # in chunks: read(max_bytes + 1) would allocate that much for every small file
+            parts, total = [], 0
+            while total <= max_bytes:
+                chunk = f.read(min(_CHUNK, max_bytes + 1 - total))
+                if not chunk:
+                    break
+                parts.append(chunk)
+                total += len(chunk)
+            data = b"".join(parts)
         except OSError as exc:
             raise DataError(f"{printable(str(path))}: cannot read {what} file: {_os_reason(exc)}") from None
     if len(data) > max_bytes:

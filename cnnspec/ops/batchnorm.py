@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import DataError
 from . import parallel
 from .op import Op
 
@@ -59,7 +60,8 @@ def forward(attrs, xs, params, buffers, train, rng):
 
     m = rows.shape[1]
     if m < 2:
-        raise ValueError(f"batchnorm in training needs more than 1 value per channel, got input shape {x.shape}")
+        raise DataError(f"batchnorm in training needs more than 1 value per channel, got input shape {x.shape}: "
+                        "give a batch of 2 or more, or run in evaluation mode (PyTorch refuses it too)")
     # Every channel is independent, so each thread normalises a slice of channels from start to end.
     xc = np.empty_like(rows)
     mean = np.empty(C, x.dtype)
