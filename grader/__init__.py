@@ -6,6 +6,11 @@ Public API:
     grade(assignment, submission, ...) -> SubmissionResult
     Grader(assignment)                            grades many submissions, one reference per variant
     render(results, fmt, audience=...) -> str     text | json | junit | gradescope | markdown
+    for_student(result, now) -> SubmissionResult  the student's view (withheld questions emptied)
+    flag_copying(results, grader) -> results      answers matching another student's reference (staff view)
+    find_copying(results, grader) -> matches      the same, without changing anything
+    question_text(question, assignment) -> str    a question's text as reports show it
+    template(assignment, student, out)            a student's answers template (tools.template)
 
 See docs/grading.md.
 """
@@ -16,8 +21,10 @@ import importlib
 # Imported on first use, so `cnnspec check` (whose parser also registers the grader's commands) stays light.
 _LAZY = {
     "Assignment": "assignment", "load_assignment": "assignment", "loads_assignment": "assignment",
-    "Grader": "grading", "grade": "grading",
-    "SubmissionResult": "report", "render": "report",
+    "Grader": "grading", "grade": "grading", "flag_copying": "grading", "find_copying": "grading",
+    "question_text": "grading",
+    "SubmissionResult": "report", "render": "report", "for_student": "report",
+    "template": "tools",
     "Submission": "submission", "load_submission": "submission",
 }
 
