@@ -43,13 +43,32 @@ def explain(graph: Graph) -> str:
     return "\n".join(out)
 
 
+def _padding(node: Node) -> str:
+    """The padding as the spec wrote it ('same', [1, 2], 1, or nothing), then the pixels it adds per side."""
+    pt, pl, pb, pr = node.attrs["pads"]
+    written = node.layer.padding
+    if "padding" not in node.layer.model_fields_set:
+        return f"padding {written} (default)"
+    if isinstance(written, str):
+        shown = f"padding '{written}'"
+    elif isinstance(written, int):
+        return f"padding {written}" + (" on every side" if written else "")
+    else:
+        shown = f"padding {list(written)}"
+    if len({pt, pl, pb, pr}) == 1:
+        return f"{shown} -> {pt} on every side"
+    if pt == pb and pl == pr:
+        return f"{shown} -> {pt} top and bottom, {pl} left and right"
+    return (f"{shown} -> top {pt}, bottom {pb}, left {pl}, right {pr} (the odd pixel goes to the bottom and "
+            "right, as in PyTorch)")
+
+
 def _conv2d(graph: Graph, node: Node) -> list[str]:
     c, h, w = node.in_shapes[0]
     f, kh, kw = node.shape[0], *node.params["weight"][2:]
     a = node.attrs
     (sh, sw), (pt, pl, pb, pr), (dh, dw), g = a["stride"], a["pads"], a["dilation"], a["groups"]
-    lines = [f"{f} filters, kernel {kh}x{kw}, stride {sh if sh == sw else (sh, sw)}, "
-             f"padding {pt if len({pt, pl, pb, pr}) == 1 else (pt, pl, pb, pr)}"
+    lines = [f"{f} filters, kernel {kh}x{kw}, stride {sh if sh == sw else (sh, sw)}, {_padding(node)}"
              + (f", dilation {(dh, dw)}" if (dh, dw) != (1, 1) else "")
              + (f", groups {g}" if g > 1 else "")
              + (f", padding_mode {a['padding_mode']}" if a["padding_mode"] != "zeros" else ""),
@@ -75,7 +94,7 @@ def _pool(graph: Graph, node: Node) -> list[str]:
     dh, dw = a.get("dilation", (1, 1))
     what = "the largest value" if node.type == "maxpool" else (
         "the average (padded zeros count)" if a.get("count_include_pad", True) else "the average of real pixels")
-    return [f"window {kh}x{kw}, stride {sh if sh == sw else (sh, sw)}, padding {pt if pt == pl else (pt, pl)}"
+    return [f"window {kh}x{kw}, stride {sh if sh == sw else (sh, sw)}, {_padding(node)}"
             + (", ceil_mode" if a["ceil_mode"] else "") + f": keeps {what} of each window",
             f"height: {shapes.window_out_text(h, kh, sh, pt, pb, dh, a['ceil_mode'])}",
             f"width:  {shapes.window_out_text(w, kw, sw, pl, pr, dw, a['ceil_mode'])}",

@@ -474,6 +474,7 @@ def build_graph(spec: Spec, max_memory=None) -> Graph:
     names, sources = _resolve_references([(layer.type, layer.name, layer.inputs) for layer in spec.layers],
                                          doc, problem)
     failed: set[int] = set()
+    hinted = False
     for i, (layer, name, srcs) in enumerate(zip(spec.layers, names, sources)):
         if srcs is None or any(j in failed for _, j in srcs):
             failed.add(i)  # its own problem, or its input's, is already reported
@@ -489,7 +490,9 @@ def build_graph(spec: Spec, max_memory=None) -> Graph:
                                         f"per tensor ({MAX_ELEMENTS * 8 // 2**30} GiB in float64)")
         except _LayerProblem as exc:
             given = exc.key is not None and exc.key in layer.model_fields_set
-            problem(f"layer '{name}' ({layer.type}): {exc}", where + ((exc.key,) if given else ("type",)),
+            hint = "" if hinted else _layout_hint(spec)  # once, at the first layer whose shape fails
+            hinted = True
+            problem(f"layer '{name}' ({layer.type}): {exc}{hint}", where + ((exc.key,) if given else ("type",)),
                     key=not given)
             failed.add(i)
             continue
@@ -520,6 +523,21 @@ def build_graph(spec: Spec, max_memory=None) -> Graph:
     if problems:
         raise ShapeError(problems, doc.filename if doc else "<spec>", doc.source if doc else None)
     return graph
+
+
+def _layout_hint(spec: Spec) -> str:
+    """When a CHW input shape looks like height, width, channels ([28, 28, 1], [32, 32, 3]), the likely
+    mistake is the layout, not the layer that fails: say so."""
+    shape = tuple(spec.input.shape)
+    if spec.input.layout != "CHW" or len(shape) != 3 or shape[2] not in (1, 2, 3, 4) or shape[0] <= 4:
+        return ""
+    h, w, c = shape
+    written = "layout" in spec.input.model_fields_set
+    how = "change `layout: CHW` to `layout: HWC`" if written else "add `layout: HWC` to `input:`"
+    return (f". The input shape {_fmt(shape)} is read as [channels, height, width] (layout CHW"
+            f"{'' if written else ', the default'}): "
+            f"{h} channels of {w}x{c} pixels. If it is {h}x{w} pixels with {c} channel{'s' if c != 1 else ''}, "
+            f"{how} (or write the shape as {_fmt((c, h, w))})")
 
 
 def loads_spec(text: str, filename: str = "<string>", max_memory=None) -> Spec:

@@ -12,9 +12,9 @@ import numpy as np
 REDUCTIONS = ("mean", "sum")
 
 
-def _check_reduction(reduction: str) -> None:
+def _check_reduction(reduction: str, loss: str) -> None:
     if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        raise ValueError(f"{loss}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
 def _check_float(name: str, a: np.ndarray, loss: str) -> None:
@@ -35,7 +35,7 @@ def cross_entropy(pred: np.ndarray, target: np.ndarray, reduction: str = "mean")
     loss_n = -sum_k y_nk log_softmax(pred)_nk (for indices, y is one-hot); "mean" divides by N.
     No ignore_index: every index must be a valid class.
     """
-    _check_reduction(reduction)
+    _check_reduction(reduction, "cross_entropy")
     pred, target = np.asarray(pred), np.asarray(target)
     _check_float("prediction", pred, "cross_entropy")
     if pred.ndim != 2:
@@ -62,9 +62,12 @@ def cross_entropy(pred: np.ndarray, target: np.ndarray, reduction: str = "mean")
         # d/dx of -sum_k y_k log_softmax_k = softmax * sum_k y_k - y (rows need not sum to 1).
         dpred = probs * target.sum(axis=1, keepdims=True) - target
     else:
+        hint = ""
+        if target.shape == (N,) and np.issubdtype(target.dtype, np.floating):
+            hint = "; class indices must be integers: save them with y.astype(int)"
         raise ValueError(f"cross_entropy: target must be ({N},) integer class indices or ({N}, {K}) float "
                          f"class probabilities for prediction shape {pred.shape}; got shape {target.shape}, "
-                         f"dtype {target.dtype}")
+                         f"dtype {target.dtype}{hint}")
     if reduction == "mean":
         dpred /= N
         return float(losses.sum() / N), dpred.astype(pred.dtype, copy=False)
@@ -73,7 +76,7 @@ def cross_entropy(pred: np.ndarray, target: np.ndarray, reduction: str = "mean")
 
 def mse(pred: np.ndarray, target: np.ndarray, reduction: str = "mean") -> tuple[float, np.ndarray]:
     """pred, target: same shape. sum((pred - target)^2), divided by the number of ELEMENTS for "mean"."""
-    _check_reduction(reduction)
+    _check_reduction(reduction, "mse")
     pred, target = np.asarray(pred), np.asarray(target)
     _check_same_shape(pred, target, "mse")
     diff = pred - target
@@ -90,7 +93,7 @@ def bce_with_logits(pred: np.ndarray, target: np.ndarray, reduction: str = "mean
 
     Written as max(x, 0) - x*y + log1p(exp(-|x|)), which never overflows; "mean" is over all elements.
     """
-    _check_reduction(reduction)
+    _check_reduction(reduction, "bce_with_logits")
     pred, target = np.asarray(pred), np.asarray(target)
     _check_same_shape(pred, target, "bce_with_logits")
     e = np.exp(-np.abs(pred))

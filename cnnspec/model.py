@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -74,29 +75,49 @@ class Model:
         """Replace parameters/buffers by state_dict name; errors name the key and both shapes.
 
         strict: a full checkpoint: every parameter and running statistic must be present
-        (num_batches_tracked may be missing, as in older PyTorch checkpoints)."""
+        (num_batches_tracked may be missing, as in older PyTorch checkpoints).
+        A checkpoint of another model gets one line per kind of problem (unknown names, wrong shapes,
+        missing names), the first few named and the rest counted, not one line per parameter."""
         known = {**self.params, **self.buffers}
-        problems = []
+        unknown, wrong, problems = [], [], []
         for name, value in values.items():
             if name not in known:
                 close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-                problems.append(f"{source}: unknown parameter '{name}'" + (f"; did you mean '{close[0]}'?" if close else "")
-                                + f" (parameters: {', '.join(known)})")
+                unknown.append((name, close[0] if close else None))
                 continue
             a = np.asarray(value)
             if a.shape != known[name].shape:
-                problems.append(f"{source}: '{name}' has shape {a.shape}, the model expects {known[name].shape}"
-                                + _shape_hint(name, self.graph))
+                wrong.append((name, a.shape, known[name].shape))
                 continue
             try:
                 arrays.check_numeric(a, f"{source}: '{name}'")  # numbers, and finite: says where if not
             except DataError as exc:
                 problems.append(str(exc))
+        if len(unknown) == 1:
+            (name, close), = unknown
+            problems.append(f"{source}: unknown parameter '{name}'" + (f"; did you mean '{close}'?" if close else "")
+                            + f" (parameters: {_first(list(known), ', ', 12)})")
+        elif unknown:
+            problems.append(f"{source}: {len(unknown)} unknown parameters: "
+                            + _first([f"'{n}'" + (f" (did you mean '{c}'?)" if c else "") for n, c in unknown], ", ")
+                            + f" (the model's: {_first(list(known), ', ', 12)})")
+        if len(wrong) == 1:
+            (name, got, want), = wrong
+            problems.append(f"{source}: '{name}' has shape {got}, the model expects {want}"
+                            + _shape_hint(name, self.graph))
+        elif wrong:
+            problems.append(f"{source}: {len(wrong)} parameters have the wrong shape: " + _first(
+                [f"{n} (expected {list(want)}, got {list(got)})" for n, got, want in wrong], ", "))
         if strict:
             missing = [k for k in known if k not in values and not k.endswith(".num_batches_tracked")]
             if missing:
-                problems.append(f"{source}: missing {', '.join(missing)}")
+                problems.append(f"{source}: missing " + (missing[0] if len(missing) == 1 else
+                                f"{len(missing)} of the model's {len(known)} arrays: {_first(missing, ', ', 8)}"))
         if problems:
+            if len(unknown) + len(wrong) > 1 and len(unknown) + len(wrong) >= len(values) // 2:
+                problems.append(f"{source}: is it a checkpoint of another spec? This model ('{self.spec.name}') "
+                                f"has {len(self.params)} parameter{'s' if len(self.params) != 1 else ''} "
+                                "(`cnnspec summary SPEC` lists them)")
             raise DataError("\n".join(problems))
         for name, value in values.items():
             target = self.params if name in self.params else self.buffers
@@ -231,8 +252,9 @@ class Model:
             target = self._to_internal(target)
         try:
             value, dpred = LOSSES[self.spec.loss.type](pred, target, self.spec.loss.reduction)
-        except ValueError as exc:
-            raise DataError(f"loss {self.spec.loss.type}: {exc}") from None
+        except ValueError as exc:  # the loss functions' messages start with the loss's name
+            msg, kind = str(exc), self.spec.loss.type
+            raise DataError(f"loss {msg}" if msg.startswith(f"{kind}:") else f"loss {kind}: {msg}") from None
         self._dloss = dpred
         return float(value)
 
@@ -299,12 +321,89 @@ class Model:
             if name in v:
                 velocity[name] = v[name]
 
+    def evaluate(self, x, target, batch_size: int = 32) -> "Evaluation":
+        """The loss over a whole data set in evaluation mode (batch norm's running statistics, no dropout),
+        batch by batch, and for classification losses the accuracy and the confusion matrix.
+
+        x: (M, *input.shape) in the declared layout; target: (M, ...) as loss() takes it. With reduction
+        "mean" the loss is the mean over all M samples (as one batch of M would give), with "sum" the sum."""
+        if self.spec.loss is None:
+            raise DataError("the spec has no `loss:`; add e.g. loss: {type: cross_entropy} to evaluate a model")
+        x, target = np.asarray(x), np.asarray(target)
+        if len(x) != len(target):
+            raise DataError(f"x has {len(x)} samples but the targets have {len(target)}")
+        if batch_size < 1:
+            raise DataError(f"batch_size must be >= 1, got {batch_size}")
+        kind, reduction = self.spec.loss.type, self.spec.loss.reduction
+        total, correct, labels, confusion = 0.0, 0, 0, None
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start:start + batch_size], target[start:start + batch_size]
+            with np.errstate(over="ignore", invalid="ignore"):  # an overflowing loss is reported as inf
+                out = self.forward(xb, train=False)
+                value = self.loss(out, yb)
+            total += value * len(xb) if reduction == "mean" else value
+            found = predictions(kind, out, yb)
+            if found is not None:
+                true, pred, classes = found
+                correct += int((true == pred).sum())
+                labels += true.size
+                counts = np.bincount(true * classes + pred, minlength=classes * classes).reshape(classes, classes)
+                confusion = counts if confusion is None else confusion + counts
+        self._tape, self._dloss, self.activations = None, None, {}  # nothing is kept for a backward pass
+        return Evaluation(samples=len(x), loss=total / len(x) if reduction == "mean" else total, loss_type=kind,
+                          reduction=reduction, correct=correct if confusion is not None else None,
+                          labels=labels if confusion is not None else None, confusion=confusion)
+
     def train_step(self, x, target) -> float:
         """forward(train=True), loss, backward, step; returns the loss before the update."""
         value = self.loss(self.forward(x, train=True), target)
         self.backward(input_grad=False)
         self.step()
         return value
+
+
+def predictions(loss_type: str, out: np.ndarray, target: np.ndarray):
+    """(true, predicted, classes) as flat integer arrays for a classification loss, None for regression (mse).
+
+    cross_entropy: out (N, K) logits, the class is the argmax; targets are indices or per-class probabilities
+    (their argmax). bce_with_logits: every output is a yes/no label, predicted yes when the logit is > 0 and
+    true when the target is > 0.5 (classes 0 and 1)."""
+    if loss_type == "cross_entropy" and out.ndim == 2:
+        true = target if target.ndim == 1 else target.argmax(axis=1)
+        return true.astype(np.int64, copy=False), out.argmax(axis=1), out.shape[1]
+    if loss_type == "bce_with_logits":
+        return (np.asarray(target) > 0.5).reshape(-1).astype(np.int64), (out > 0).reshape(-1).astype(np.int64), 2
+    return None
+
+
+@dataclass
+class Evaluation:
+    """What Model.evaluate measured. For classification losses `correct` of `labels` predictions were right
+    (labels = samples for cross_entropy, every output value for bce_with_logits) and `confusion[i, j]`
+    counts the labels of true class i predicted as class j; for mse these are None."""
+
+    samples: int
+    loss: float
+    loss_type: str
+    reduction: str
+    correct: int | None = None
+    labels: int | None = None
+    confusion: np.ndarray | None = None
+
+    @property
+    def accuracy(self) -> float | None:
+        return None if self.correct is None or not self.labels else self.correct / self.labels
+
+    def to_dict(self) -> dict:
+        return {"samples": self.samples, "loss": self.loss, "loss_type": self.loss_type, "reduction": self.reduction,
+                "accuracy": self.accuracy, "correct": self.correct, "labels": self.labels,
+                "confusion": None if self.confusion is None else self.confusion.tolist()}
+
+
+def _first(items: list[str], sep: str, shown: int = 3) -> str:
+    """The first `shown` items joined by `sep`, then how many more (a message stays one readable line)."""
+    more = len(items) - shown
+    return sep.join(items[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def _shape_hint(name: str, graph: Graph) -> str:

@@ -12,6 +12,12 @@ from cnnspec.cli import main
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    """Every test runs in its own folder: a default output (train without --out) never lands in the repo."""
+    monkeypatch.chdir(tmp_path)
+
+
 def cli(capsys, *args):
     code = main([str(a) for a in args])
     out, err = capsys.readouterr()
@@ -125,12 +131,13 @@ def test_train_learns_checkpoints_and_plots(capsys, tmp_path):
     np.save(tmp_path / "x.npy", np.load(tmp_path / "d.npz")["x"][:4])
     assert cli(capsys, "run", tmp_path / "m.yaml", "-x", tmp_path / "x.npy", "--weights", tmp_path / "w.npz")[0] == 0
     code, out, _ = cli(capsys, "train", tmp_path / "m.yaml", "--data", tmp_path / "d.npz", "--weights",
-                       tmp_path / "w.npz", "--epochs", 1)
+                       tmp_path / "w.npz", "--epochs", 1, "--out", tmp_path / "w2.npz")
     assert code == 0 and "epoch 1/1" in out
 
 
 @pytest.mark.parametrize("data, message", [
-    (dict(x=np.zeros((4, 2))), "missing array(s) 'y'"),
+    (dict(x=np.zeros((4, 2))), "missing array 'y' (found: x)"),
+    (dict(z=np.zeros((4, 2))), "missing arrays 'x' and 'y' (found: z)"),
     (dict(x=np.zeros((4, 2)), y=np.zeros(3, int)), "x has 4 samples but y has 3"),
     (dict(x=np.zeros((4, 3)), y=np.zeros(4, int)), r"expects \(M, 2\)"),
     (dict(x=np.full((4, 2), np.inf), y=np.zeros(4, int)), "inf at index"),

@@ -16,6 +16,47 @@ MAX_MEMORY_HELP = ("memory limit: refuse (exit 2), before allocating, a model or
                    "It also caps the parameters at SIZE / 8")
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs as written; every option whose default is a value (not None or False, whose
+    meaning the help text says) shows it: "(default: 32)"."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (action.option_strings and "%(default)" not in text and "default" not in text
+                and default is not None and default is not False and default is not argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
+def spec_warnings(spec) -> list[str]:
+    """Mistakes that are valid specs but almost never what was meant, as 'FILE:LINE:COL: warning: ...' with
+    the line and a caret. Needs only the spec (no NumPy), so `cnnspec check` can print them."""
+    from ..errors import SpecError
+    graph, loss = spec.graph, spec.loss
+    out = graph.nodes.get(graph.output)
+    found = []
+    if loss is not None and out is not None:
+        squash = {"cross_entropy": ("softmax", "log-softmax", "CrossEntropyLoss"),
+                  "bce_with_logits": ("sigmoid", "a sigmoid", "BCEWithLogitsLoss")}.get(loss.type)
+        if squash and out.type == squash[0]:
+            where = spec.document.position(("loss", "type")) if spec.document else None
+            found.append((f"warning: the network ends in {squash[0]} (layer '{out.name}') and the loss is "
+                          f"{loss.type}" + (f" (line {where[0]})" if where else "") + f", which applies "
+                          f"{squash[1]} itself (it takes logits, as PyTorch's {squash[2]}): {squash[0]} is "
+                          f"applied twice, so gradients are small and training is slow or stalls. Remove the final "
+                          f"{squash[0]} layer, and apply {squash[0]} to the outputs only when you need "
+                          "probabilities", ("layers", out.index, "type")))
+    doc = spec.document
+    rendered = []
+    for message, path in found:
+        if doc is None:
+            rendered.append(message)
+        else:
+            rendered.append(str(SpecError([doc.problem(message, path)], doc.filename, doc.source)))
+    return rendered
+
+
 def _size(text: str) -> int:
     try:
         return limits.parse_size(text)

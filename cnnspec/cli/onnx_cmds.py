@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import limits
 from ..errors import DataError
-from .models import WEIGHTS_HELP, add_max_memory, build_model, print_notes, sample_bytes, weight_bytes
+from .models import WEIGHTS_HELP, HelpFormatter, add_max_memory, build_model, print_notes, sample_bytes, weight_bytes
 
 _TOL_HELP = ("default: float64 rtol 1e-10, atol 1e-12 (onnx reference evaluator); float32 rtol 1e-4, atol 1e-5 "
              "(onnxruntime). A given value applies to every comparison")
@@ -36,7 +36,7 @@ def register(sub) -> None:
         "initializers named like PyTorch's state_dict, the spec's layout (CHW or HWC) at the input and output, "
         "and metadata (spec name and hash, cnnspec version, init seed). The file passes onnx.checker with full "
         "checking. Nothing is written unless the export succeeds.",
-        epilog=_COMPILE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=_COMPILE_EPILOG, formatter_class=HelpFormatter)
     p.add_argument("spec", metavar="SPEC", help="model spec (.yaml)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="where to write the model")
     _model_args(p)
@@ -58,7 +58,7 @@ def register(sub) -> None:
         description="Run seeded inputs through the NumPy engine and through an ONNX model of SPEC (the file "
         "given with --onnx, or an export made now) and compare every layer's output; print a table of "
         "maximum absolute and relative errors per layer and runtime.",
-        epilog=_VERIFY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=_VERIFY_EPILOG, formatter_class=HelpFormatter)
     p.add_argument("spec", metavar="SPEC", help="model spec (.yaml)")
     p.add_argument("--onnx", metavar="M.onnx", help="the ONNX file to check (default: export SPEC in memory)")
     _model_args(p)

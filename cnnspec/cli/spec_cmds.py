@@ -7,9 +7,9 @@ import sys
 
 from ..errors import SpecError
 from ..graph import load_spec
-from .models import add_max_memory
+from .models import HelpFormatter, add_max_memory, spec_warnings
 
-_RAW = argparse.RawDescriptionHelpFormatter
+_RAW = HelpFormatter  # descriptions as written, defaults shown
 
 
 def register(sub) -> None:
@@ -18,8 +18,10 @@ def register(sub) -> None:
         description="Validate one or more model specs without running anything: YAML syntax and duplicate\n"
         "keys, keys, types and ranges, layer names and inputs, every layer's shape, size limits (per tensor,\n"
         "total parameters, estimated memory for one sample) and inline weights. Every problem in every file\n"
-        "is listed as FILE:LINE:COL: message, with the line and a caret.",
-        epilog="output: one 'FILE: ok (...)' line per valid spec on stdout; problems on stderr.\n"
+        "is listed as FILE:LINE:COL: message, with the line and a caret. A valid spec that is almost surely\n"
+        "not what was meant (a final softmax before cross_entropy, a sigmoid before bce_with_logits) gets a\n"
+        "'FILE:LINE:COL: warning: ...' on stderr and still passes.",
+        epilog="output: one 'FILE: ok (...)' line per valid spec on stdout; problems and warnings on stderr.\n"
                "exit codes: 0 all specs valid, 2 any spec invalid or unreadable.\n"
                "example: cnnspec check specs/*.yaml")
     p.add_argument("specs", nargs="+", metavar="SPEC", help="spec files (.yaml)")
@@ -78,7 +80,10 @@ def run_check(args: argparse.Namespace) -> int:
             g = spec.graph
             n = len(g.nodes)
             print(f"{path}: ok ({spec.name}: {n} layer{'s' if n != 1 else ''}, output "
-                  f"{list(g.declared(g.nodes[g.output].shape))}, {g.param_count:,} parameters)")
+                  f"{list(g.declared(g.nodes[g.output].shape))}, {g.param_count:,} "
+                  f"parameter{'s' if g.param_count != 1 else ''})", flush=True)
+        for warning in spec_warnings(spec):  # valid, so exit 0, but almost surely not what was meant
+            print(warning, file=sys.stderr)
     if failed and len(args.specs) > 1:
         print(f"{failed} of {len(args.specs)} specs invalid", file=sys.stderr)
     return 2 if failed else 0
