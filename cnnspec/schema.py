@@ -7,6 +7,7 @@ No NumPy here. `validate(document)` turns pydantic's errors into file:line:col p
 from __future__ import annotations
 
 import difflib
+import itertools
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable, Literal, Optional, Union
 
@@ -21,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import Problem
+from .errors import Problem, shorten
 from .yaml_io import Document
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
@@ -299,10 +300,39 @@ def describe_value(value: Any) -> str:
     return f"{text} ({kind})"
 
 
+SUGGEST_MAX_WORD = 64  # longer words (a hostile file's keys) get no suggestion
+SUGGEST_MAX_CHOICES = 1_000  # nor do words with more choices than this
+SUGGEST_MAX_WORK = 200_000  # letter pairs compared for one suggestion (difflib's ratio; ~25 ms at worst)
+MAX_SUGGESTIONS = 100  # suggestions made for one file's validation errors; later mistakes get none
+
+
 def did_you_mean(word: str, choices) -> str:
-    """"; did you mean 'kernel'?" for the closest choice, or ""."""
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    """"; did you mean 'kernel'?" for the closest choice (difflib's ratio of at least 0.6), or "".
+
+    What difflib.get_close_matches(word, choices, n=1, cutoff=0.6) gives, with its cost bounded whatever
+    the input: nothing for a word longer than SUGGEST_MAX_WORD, for more than SUGGEST_MAX_CHOICES
+    choices, or when the choices close enough in length and letters would take more than SUGGEST_MAX_WORK
+    letter comparisons."""
+    word = str(word)
+    if len(word) > SUGGEST_MAX_WORD:
+        return ""
+    picked = list(itertools.islice(choices, SUGGEST_MAX_CHOICES + 1))
+    if len(picked) > SUGGEST_MAX_CHOICES:
+        return ""
+    matcher = difflib.SequenceMatcher()
+    matcher.set_seq2(word)
+    best, work = None, 0
+    for choice in map(str, picked):
+        matcher.set_seq1(choice)
+        # The same cheap bounds get_close_matches tries first: length, then letters in common.
+        if matcher.real_quick_ratio() >= 0.6 and matcher.quick_ratio() >= 0.6:
+            work += len(word) * len(choice)
+            if work > SUGGEST_MAX_WORK:
+                return ""
+            score = matcher.ratio()
+            if score >= 0.6 and (best is None or (score, choice) > best):
+                best = (score, choice)
+    return f"; did you mean '{best[1]}'?" if best else ""
 
 
 @dataclass(frozen=True)
@@ -389,6 +419,14 @@ def problems_from_validation(exc: ValidationError, doc: Document, vocabulary: Op
     data = doc.data
     found: list[tuple[Problem, tuple, str, str | None]] = []  # problem, path, kind, suggested key
     seen: set[tuple] = set()
+    suggestions = 0
+
+    def suggest(word, choices) -> str:
+        """did_you_mean for the first MAX_SUGGESTIONS mistakes (a file may have thousands)."""
+        nonlocal suggestions
+        suggestions += 1
+        return did_you_mean(word, choices) if suggestions <= MAX_SUGGESTIONS else ""
+
     for err in exc.errors(include_url=False):
         path, collapsed = _normalize_loc(list(prefix) + list(err["loc"]), data, vocabulary)
         if path is None:
@@ -415,9 +453,9 @@ def problems_from_validation(exc: ValidationError, doc: Document, vocabulary: Op
             model = model_for(path[:-1], data)
             valid = sorted(model.model_fields) if model else []
             owner = vocabulary.root if len(path) == 1 else where_of(path[:-1], data)
-            hint = did_you_mean(unknown, valid)
+            hint = suggest(unknown, valid)
             suggested = hint.split("'")[1] if hint else None
-            msg = f"unknown key '{unknown}' in {owner}{hint}"
+            msg = f"unknown key '{shorten(unknown)}' in {owner}{hint}"
             if valid:
                 msg += f" (valid keys: {', '.join(valid)})"
             key = True
@@ -430,7 +468,8 @@ def problems_from_validation(exc: ValidationError, doc: Document, vocabulary: Op
                 msg = f"{where}: missing required key '{tag_key}' (one of: {choices})"
             else:
                 tag = ctx.get("tag")
-                msg = f"{where}: unknown {noun} '{tag}'{did_you_mean(tag, classes)} (valid {plural}: {choices})"
+                msg = (f"{where}: unknown {noun} '{shorten(tag)}'{suggest(tag, classes)} "
+                       f"(valid {plural}: {choices})")
             path = path + (tag_key,)
         elif kind == "literal_error":
             choices = _literal_choices(ctx.get("expected", ""))
@@ -441,7 +480,7 @@ def problems_from_validation(exc: ValidationError, doc: Document, vocabulary: Op
             if isinstance(value, str) and value in choices:
                 msg += " (write it without quotes)"
             elif not any(isinstance(value, str) and str(c) == value for c in choices):
-                msg += did_you_mean(value, choices)
+                msg += suggest(value, choices)
         elif kind in ("value_error", "assertion_error"):
             text = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
             msg = f"{where}: {text}"

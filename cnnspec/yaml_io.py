@@ -3,17 +3,20 @@
 - Duplicate keys are errors (PyYAML keeps the last one silently).
 - Scalars resolve as in YAML 1.2's core schema: `1e-3` is a float, `yes`/`no`/`on`/`off` stay strings,
   `010` is ten; only `true`/`false` are booleans and only `null`/`~`/empty are null.
-- Only plain data: no Python tags, no arbitrary objects (built on SafeLoader's composer).
+- Only plain data: no Python tags, no arbitrary objects (built from the safe parser's events).
+- Hostile text costs time and memory in proportion to its size: nesting, alias repeats and the
+  positions recorded are bounded.
 """
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .errors import DataError, Problem, SpecError
+from .errors import DataError, Problem, SpecError, shorten
 
 Position = tuple[int, int]  # 1-based line, column
 PathKey = tuple  # ("layers", 0, "kernel")
@@ -46,6 +49,8 @@ class Document:
                 return table[path]
             if key and path in self._values:
                 return self._values[path]
+            if not key and path in self._keys:  # a value past the recording budget: at its key
+                return self._keys[path]
             if not path:
                 return None
             path = path[:-1]
@@ -74,16 +79,19 @@ class _ScalarProblem(Exception):
     pass
 
 
-def _scalar(node: yaml.ScalarNode) -> Any:
-    value = node.value
-    if node.style:  # quoted or block scalar: always a string (plain is None in PyYAML, "" in libyaml)
+_WORDS = {"": None, "~": None, "null": None, "Null": None, "NULL": None, "true": True, "True": True,
+          "TRUE": True, "false": False, "False": False, "FALSE": False}
+_MISSING = object()
+
+
+def _scalar(value: str, style: str | None = None) -> Any:
+    """A scalar's value as YAML 1.2's core schema reads it (`style` is the event's: quoted and block scalars,
+    whatever their text, are strings)."""
+    if style:  # quoted or block scalar: always a string (plain is None in PyYAML, "" in libyaml)
         return value
-    if value in ("", "~", "null", "Null", "NULL"):
-        return None
-    if value in ("true", "True", "TRUE"):
-        return True
-    if value in ("false", "False", "FALSE"):
-        return False
+    word = _WORDS.get(value, _MISSING)
+    if word is not _MISSING:
+        return word
     if _INT.match(value):
         if len(value) > 100:
             raise _ScalarProblem(f"integer with {len(value)} digits is too long")
@@ -102,155 +110,413 @@ def _pos(mark) -> Position:
     return mark.line + 1, mark.column + 1
 
 
-def _expanded_sizes(root, problems: list[Problem]) -> bool:
-    """Check depth, recursive aliases and alias amplification before building anything.
+# Positions recorded in full: every value and mapping key, in document order, up to this many. Past it (a
+# list of a million numbers would otherwise cost a path and a position per number, ten times the numbers
+# themselves) only the keys of mappings at the first two levels are recorded, so an answer or a weight
+# that follows a long list still has its line: a value is then placed at its key, anything else at the
+# nearest enclosing value or key that was recorded.
+MAX_POSITIONS = 100_000
+# Problems kept from one file (in document order); the rest are counted.
+MAX_PROBLEMS = 1_000
+# libyaml's syntax errors are reported with the pure-Python parser's (tested, more precise) messages when
+# the text is at most this long; a longer text would take a minute to parse again in Python.
+REPARSE_LIMIT = 256 * 1024
+_CACHE_SIZE = 10_000  # distinct short plain scalars remembered per load ('1', '0.5', 'relu')
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_DISCARD = object()  # the value of a refused key (merge, duplicate or complex key): built, then dropped
+_ROOT, _ITEM, _VALUE, _KEY = range(4)
 
-    A node reached twice is an alias; counting its subtree's size (and height) again for every reuse
-    bounds what building (which copies aliased subtrees) will produce. Returns False when building
-    is unsafe.
-    """
-    memo: dict[int, tuple[int, int]] = {}  # id(node) -> (values in its subtree, its height)
-    active: set[int] = set()
-    unique = 0
 
-    def visit(node, depth: int, parent_mark=None) -> tuple[int, int] | None:
-        nonlocal unique
-        key = id(node)
-        if key in active:
-            problems.append(Problem("recursive YAML alias: a node contains itself", *_pos(node.start_mark)))
+def _bad_tag(tag: str | None) -> bool:
+    """An explicit local (`!name`) or Python tag; None and '!' mean untagged, `!!str` and the like are ignored."""
+    return tag is not None and tag != "!" and (tag.startswith("!") or tag.startswith("tag:yaml.org,2002:python"))
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of plain data (an alias's value; its height is at most MAX_DEPTH)."""
+    if type(value) is list:
+        return [_copy(v) for v in value]
+    if type(value) is dict:
+        return {k: _copy(v) for k, v in value.items()}
+    return value
+
+
+class _Frame:
+    """A sequence or mapping whose end event has not come yet. `path`: where it and its children are
+    recorded, or None when they are not (past the budget, or in a dropped value); `keep`: whether problems
+    inside are reported (not in a dropped value); `key`/`key_path`: a mapping's key waiting for its value."""
+    __slots__ = ("data", "is_map", "role", "path", "keep", "pos", "mark", "start_total", "height", "anchor",
+                 "vlog_at", "klog_at", "key", "key_path", "want_key", "bad_tag")
+
+
+class _Anchor:
+    """What an alias to `&name` repeats: the value (a scalar's text, tag and style, as a key may use them),
+    how many values and levels it adds, and where its positions sit in the logs."""
+    __slots__ = ("value", "size", "height", "mark", "raw", "style", "tag", "depth", "vlog", "klog")
+
+
+def _build(loader, text: str, filename: str) -> Document:
+    """Plain data and positions straight from the parser's events (no node tree), in one pass, with the
+    work and memory of a value bounded by its text: depth, alias repeats and recorded positions are capped.
+
+    A YAML syntax error propagates as the parser raised it; everything else raises SpecError."""
+    problems: list[Problem] = []
+    values: dict = {}
+    keys: dict = {}
+    anchors: dict[str, _Anchor] = {}
+    open_anchors: dict[str, _Frame] = {}
+    vlog: list = []  # paths recorded in `values` (and `keys`) while an anchor is open: an alias repeats them
+    klog: list = []
+    cache: dict = {}
+    stack: list[_Frame] = []
+    total = repeated = npos = 0  # values (aliases count what they repeat), repeated ones, recorded positions
+    nproblems = 0
+    root = None
+    root_mark = None
+    seen_document = False
+
+    def fatal(message: str, pos: Position):
+        raise SpecError([Problem(message, *pos)], filename, text)
+
+    def counted() -> bool:
+        """Count a problem; whether to keep it (only the first MAX_PROBLEMS are written out)."""
+        nonlocal nproblems
+        nproblems += 1
+        return nproblems <= MAX_PROBLEMS
+
+    def record(path: tuple, mark) -> None:
+        nonlocal npos
+        npos += 1
+        values[path] = (mark.line + 1, mark.column + 1)
+        if open_anchors:
+            vlog.append(path)
+
+    def resolve(raw: str, style, tag, mark, keep: bool) -> Any:
+        if _bad_tag(tag):
+            if keep and counted():
+                problems.append(Problem(f"YAML tag {shorten(tag)!r} is not allowed; write plain values", *_pos(mark)))
             return None
-        if key not in memo:
-            if depth > MAX_DEPTH:
-                problems.append(Problem(f"YAML nesting deeper than {MAX_DEPTH} levels", *_pos(node.start_mark)))
+        if style:
+            return raw
+        value = cache.get(raw, _MISSING)
+        if value is _MISSING:
+            try:
+                value = _scalar(raw)
+            except _ScalarProblem as exc:
+                if keep and counted():
+                    problems.append(Problem(str(exc), *_pos(mark)))
                 return None
-            unique += 1
-            n, height = 1, 0
-            if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)):
-                active.add(key)
-                children = node.value if isinstance(node, yaml.SequenceNode) else \
-                    [c for pair in node.value for c in pair]
-                for child in children:
-                    sub = visit(child, depth + 1, node.start_mark)
-                    if sub is None:
-                        active.discard(key)
-                        return None
-                    n, height = n + sub[0], max(height, sub[1] + 1)
-                active.discard(key)
-            memo[key] = (n, height)
-        n, height = memo[key]
-        if depth + height > MAX_DEPTH:  # an alias can put a deep subtree deeper still
-            problems.append(Problem(f"YAML nesting deeper than {MAX_DEPTH} levels (through an alias)",
-                                    *_pos(parent_mark or node.start_mark)))
+            if len(raw) <= 32 and len(cache) < _CACHE_SIZE:
+                cache[raw] = value
+        return value
+
+    def check_depth(mark) -> None:
+        if len(stack) > MAX_DEPTH:
+            fatal(f"YAML nesting deeper than {MAX_DEPTH} levels", _pos(mark))
+
+    def open_anchor(name: str, mark) -> None:
+        old = anchors.get(name) or open_anchors.get(name)
+        if old is not None:
+            line = old.mark.line + 1
+            fatal(f"duplicate YAML anchor '&{name}' (first defined at line {line}); each anchor may be defined "
+                  f"once", _pos(mark))
+
+    def take_key(top: _Frame, raw: str, style, tag, mark) -> None:
+        """A scalar mapping key: refuse merge keys and duplicates, else remember it for the value to come."""
+        nonlocal npos
+        top.want_key = False
+        top.key = top.key_path = _DISCARD
+        if tag == _MERGE_TAG or (tag is None and not style and raw == "<<"):
+            if top.keep and counted():
+                problems.append(Problem("YAML merge keys ('<<') are not supported; write the keys out", *_pos(mark)))
+        elif raw in top.data:
+            if top.keep and counted():
+                first = keys.get(top.path + (raw,)) if top.path is not None else None
+                given = f"first given at line {first[0]}" if first else "given before in this mapping"
+                problems.append(Problem(f"duplicate key '{shorten(raw)}' ({given}); each key may appear once",
+                                        *_pos(mark)))
+        else:
+            top.key = raw = sys.intern(raw)  # a key repeated in a thousand mappings is stored once
+            parent = top.path
+            if parent is None or (npos >= MAX_POSITIONS and len(parent) >= 2):
+                top.key_path = None
+            else:
+                top.key_path = path = parent + (raw,)
+                npos += 1
+                keys[path] = (mark.line + 1, mark.column + 1)
+                if open_anchors:
+                    klog.append(path)
+
+    def refuse_key(top: _Frame, tag, mark) -> None:
+        """A list, mapping or alias of one as a mapping key: its value is dropped."""
+        top.want_key = False
+        top.key = top.key_path = _DISCARD
+        if top.keep and counted():
+            problems.append(Problem("YAML merge keys ('<<') are not supported; write the keys out"
+                                    if tag == _MERGE_TAG else "mapping keys must be plain names, not lists or mappings",
+                                    *_pos(mark)))
+
+    def place(value: Any, mark, height: int, recorded: bool):
+        """Put a finished value into its parent. A container's position was recorded at its start; a
+        scalar's or an alias's (at `mark`) is recorded here, and its path returned (None when it is not)."""
+        nonlocal root
+        if not stack:
+            root = value
+            if not recorded:
+                record((), mark)
+            return ()
+        top = stack[-1]
+        if top.height <= height:
+            top.height = height + 1
+        if top.is_map:
+            top.want_key = True
+            if top.key is _DISCARD:
+                return None
+            top.data[top.key] = value
+            path = top.key_path
+        else:
+            top.data.append(value)
+            path = top.path + (len(top.data) - 1,) if top.path is not None and npos < MAX_POSITIONS else None
+        if recorded or path is None or npos >= MAX_POSITIONS:
             return None
-        return n, height
+        record(path, mark)
+        return path
 
-    found = visit(root, 0)
-    if found is None:
-        return False
-    total = found[0]
-    if total - unique > MAX_ALIAS_VALUES:
-        problems.append(Problem(f"YAML aliases expand to {total:,} values ({total - unique:,} repeated); "
-                                f"the limit for repeated values is {MAX_ALIAS_VALUES:,}", 1, 1))
-        return False
-    return True
+    def push(ev, is_map: bool) -> None:
+        nonlocal total, root_mark
+        mark = ev.start_mark
+        check_depth(mark)
+        total += 1
+        f = _Frame()
+        f.data, f.is_map, f.mark, f.pos = ({} if is_map else []), is_map, mark, (mark.line + 1, mark.column + 1)
+        f.start_total, f.height, f.anchor, f.key, f.want_key, f.bad_tag = total, 0, ev.anchor, None, True, False
+        if not stack:
+            f.role, f.path, f.keep = _ROOT, (), True
+            root_mark = mark
+        else:
+            top = stack[-1]
+            if top.is_map and top.want_key:
+                f.role, f.path, f.keep = _KEY, None, False
+                refuse_key(top, ev.tag, mark)
+            elif top.is_map:
+                f.role, f.keep = _VALUE, top.keep and top.key is not _DISCARD
+                f.path = top.key_path if f.keep else None
+            else:
+                f.role, f.keep = _ITEM, top.keep
+                f.path = top.path + (len(top.data),) if top.path is not None and npos < MAX_POSITIONS else None
+        if f.path is not None and (npos < MAX_POSITIONS or f.role == _ROOT):
+            record(f.path, mark)
+        if f.role != _KEY and _bad_tag(ev.tag):
+            if f.keep and counted():
+                problems.append(Problem(f"YAML tag {shorten(ev.tag)!r} is not allowed; write plain values", *f.pos))
+            f.keep, f.bad_tag, f.path = False, True, None
+        if ev.anchor is not None:
+            open_anchor(ev.anchor, mark)
+            open_anchors[ev.anchor] = f
+            f.vlog_at, f.klog_at = len(vlog), len(klog)
+        stack.append(f)
+
+    def pop() -> None:
+        f = stack.pop()
+        height = f.height or (1 if total > f.start_total else 0)
+        value = None if f.bad_tag else f.data
+        if f.anchor is not None:
+            a = _Anchor()
+            a.value, a.size, a.height, a.mark, a.raw, a.style, a.tag = value, total - f.start_total + 1, height, \
+                f.mark, None, None, None
+            a.depth, a.vlog, a.klog = len(f.path or ()), (f.vlog_at, len(vlog)), (f.klog_at, len(klog))
+            del open_anchors[f.anchor]
+            anchors[f.anchor] = a
+        if f.role == _KEY:
+            top = stack[-1]
+            top.height = max(top.height, height + 1)
+            return
+        place(value, None, height, recorded=True)
+
+    def alias(ev) -> None:
+        nonlocal total, repeated, npos
+        name, mark = ev.anchor, ev.start_mark
+        if name in open_anchors:
+            fatal("recursive YAML alias: a node contains itself", _pos(mark))
+        a = anchors.get(name)
+        if a is None:
+            fatal(f"undefined YAML alias '*{name}': an alias repeats a value marked '&{name}' before it", _pos(mark))
+        if len(stack) + a.height > MAX_DEPTH:  # an alias can put a deep value deeper still
+            fatal(f"YAML nesting deeper than {MAX_DEPTH} levels (through an alias)",
+                  stack[-1].pos if stack else _pos(mark))
+        total += a.size
+        repeated += a.size
+        top = stack[-1] if stack else None
+        if top is not None and top.is_map and top.want_key:
+            if a.raw is not None:
+                take_key(top, a.raw, a.style, a.tag, mark)
+            else:
+                refuse_key(top, None, mark)
+            top.height = max(top.height, a.height + 1)
+            return
+        dropped = top is not None and top.is_map and top.key is _DISCARD
+        keep = top is None or top.keep and not dropped
+        if repeated > MAX_ALIAS_VALUES or dropped:
+            value = None  # too many: reported when the stream ends
+        elif a.raw is not None:
+            value = resolve(a.raw, a.style, a.tag, a.mark, keep)
+        else:
+            value = _copy(a.value)
+        path = place(value, mark, a.height, recorded=False)
+        if path is not None and repeated <= MAX_ALIAS_VALUES:
+            n = a.depth
+            for table, log, (start, end) in ((values, vlog, a.vlog), (keys, klog, a.klog)):
+                for p in log[start:end]:
+                    new = path + p[n:]
+                    table[new] = table[p]
+                    npos += 1
+                    if open_anchors:
+                        log.append(new)
+
+    scalar_event, alias_event = yaml.ScalarEvent, yaml.AliasEvent
+    seq_start, seq_end = yaml.SequenceStartEvent, yaml.SequenceEndEvent
+    map_start, map_end = yaml.MappingStartEvent, yaml.MappingEndEvent
+    get_event = loader.get_event
+    # The top frame when its children may be placed directly (no depth check needed): the hot path of
+    # long lists and mappings, for scalars without tag or anchor; `place` and `take_key` do the rest.
+    fast = fast_data = None
+    fast_seq = False
+    while True:
+        ev = get_event()
+        cls = ev.__class__
+        if cls is scalar_event:
+            if fast is not None and ev.anchor is None and ev.tag is None:
+                raw = ev.value
+                total += 1
+                if not fast_seq and fast.want_key:
+                    take_key(fast, raw, ev.style, None, ev.start_mark)
+                    continue
+                if ev.style:
+                    value = raw
+                else:
+                    value = cache.get(raw, _MISSING)
+                    if value is _MISSING:
+                        try:
+                            value = _scalar(raw)
+                        except _ScalarProblem:  # reported unless the value is dropped
+                            value = resolve(raw, None, None, ev.start_mark,
+                                            fast.keep and (fast_seq or fast.key is not _DISCARD))
+                        else:
+                            if len(raw) <= 32 and len(cache) < _CACHE_SIZE:
+                                cache[raw] = value
+                if fast_seq:
+                    fast_data.append(value)
+                    if fast.path is not None and npos < MAX_POSITIONS:
+                        record(fast.path + (len(fast_data) - 1,), ev.start_mark)
+                else:
+                    fast.want_key = True
+                    if fast.key is not _DISCARD:
+                        fast_data[fast.key] = value
+                        if fast.key_path is not None and npos < MAX_POSITIONS:
+                            record(fast.key_path, ev.start_mark)
+                continue
+            mark = ev.start_mark
+            check_depth(mark)
+            total += 1
+            if not stack:
+                root_mark = mark
+            top = stack[-1] if stack else None
+            raw, style, tag = ev.value, ev.style, ev.tag
+            if ev.anchor is not None:
+                open_anchor(ev.anchor, mark)
+                a = anchors[ev.anchor] = _Anchor()
+                a.value, a.size, a.height, a.mark, a.raw, a.style, a.tag = None, 1, 0, mark, raw, style, tag
+                a.depth, a.vlog, a.klog = 0, (0, 0), (0, 0)
+            if top is not None and top.is_map and top.want_key:
+                take_key(top, raw, style, tag, mark)
+                continue
+            keep = top is None or top.keep and (not top.is_map or top.key is not _DISCARD)
+            place(resolve(raw, style, tag, mark, keep), mark, 0, recorded=False)
+            continue
+        if cls is seq_start or cls is map_start:
+            push(ev, cls is map_start)
+        elif cls is seq_end or cls is map_end:
+            pop()
+        elif cls is alias_event:
+            alias(ev)
+            continue
+        elif cls is yaml.DocumentStartEvent:
+            if seen_document:
+                raise SpecError([_syntax_problem(yaml.composer.ComposerError(
+                    "expected a single document in the stream", root_mark or ev.start_mark,
+                    "but found another document", ev.start_mark))], filename, text)
+            seen_document = True
+            continue
+        elif cls is yaml.StreamEndEvent:
+            break
+        else:
+            continue
+        fast = stack[-1] if stack and len(stack) <= MAX_DEPTH else None
+        if fast is not None:
+            fast_data, fast_seq = fast.data, not fast.is_map
+
+    if repeated > MAX_ALIAS_VALUES:
+        raise SpecError([Problem(f"YAML aliases expand to {total:,} values ({repeated:,} repeated); "
+                                 f"the limit for repeated values is {MAX_ALIAS_VALUES:,}", 1, 1)], filename, text)
+    if problems:
+        raise SpecError(problems, filename, text, count=nproblems)
+    return Document(root, filename, text, values, keys)
 
 
-_FAILED = object()
+def _syntax_problem(exc: yaml.MarkedYAMLError) -> Problem:
+    mark = exc.problem_mark or exc.context_mark
+    context = exc.context
+    if context and exc.context_mark and exc.problem_mark and exc.context_mark.line != exc.problem_mark.line:
+        context += f" (started at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
+    what = " ".join(s for s in (context, exc.problem) if s)
+    if "'\\t'" in what:
+        what += " (indent with spaces, not tabs)"
+    line, col = _pos(mark) if mark else (None, None)
+    return Problem(f"YAML syntax error: {what}", line, col)
 
 
-def _compose_fast(text: str):
-    """Compose with libyaml when PyYAML has it (about 15x faster; same nodes and positions), or _FAILED
-    when it is missing or the text has any problem, which the pure-Python composer then reports."""
-    cloader = getattr(yaml, "CSafeLoader", None)
-    if cloader is None:
-        return _FAILED
-    loader = cloader(text)
+def _parse_error(exc: Exception, text: str, filename: str) -> SpecError:
+    """The SpecError for an exception the YAML parser raised."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        return SpecError([_syntax_problem(exc)], filename, text)
+    if isinstance(exc, (yaml.reader.ReaderError, UnicodeError)):
+        # A control character or similar that YAML forbids (libyaml counts bytes, not characters: find it).
+        found = yaml.reader.Reader.NON_PRINTABLE.search(text)
+        if found is not None:
+            at = found.start()
+            line, col = text.count("\n", 0, at) + 1, at - (text.rfind("\n", 0, at) + 1) + 1
+            char = found.group()
+            return SpecError([Problem(f"character {char!r} (U+{ord(char):04X}) is not allowed in YAML; "
+                                      "is this a text file?", line, col)], filename, text)
+    return SpecError([Problem(f"YAML error: {exc}")], filename, text)
+
+
+def _load_with(loader_class, text: str, filename: str) -> Document:
+    loader = loader_class(text)
     try:
-        return loader.get_single_node()
-    except (yaml.YAMLError, RecursionError, ValueError):
-        return _FAILED
+        return _build(loader, text, filename)
     finally:
         loader.dispose()
 
 
 def loads(text: str, filename: str = "<string>") -> Document:
-    """Parse YAML text into plain dict/list/scalars with positions; raise SpecError on any YAML problem."""
-    problems: list[Problem] = []
-    values: dict = {}
-    keys: dict = {}
-    root = _compose_fast(text)
-    loader = None
+    """Parse YAML text into plain dict/list/scalars with positions; raise SpecError on any YAML problem.
+
+    libyaml parses when PyYAML has it (about 15x faster, same events and positions); a text it refuses is
+    parsed again in Python, for its precise, tested messages, unless it is longer than REPARSE_LIMIT."""
+    cloader = getattr(yaml, "CSafeLoader", None)
+    if cloader is not None:
+        try:
+            return _load_with(cloader, text, filename)
+        except SpecError:
+            raise
+        except (yaml.YAMLError, ValueError) as exc:  # ValueError: a lone surrogate cannot be encoded for libyaml
+            if len(text) > REPARSE_LIMIT:
+                raise _parse_error(exc, text, filename) from None
     try:
-        if root is _FAILED:  # parse again in Python for its precise, tested error messages
-            loader = yaml.SafeLoader(text)
-            root = loader.get_single_node()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        context = exc.context
-        if context and exc.context_mark and exc.problem_mark and exc.context_mark.line != exc.problem_mark.line:
-            context += f" (started at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
-        what = " ".join(s for s in (context, exc.problem) if s)
-        if "'\\t'" in what:
-            what += " (indent with spaces, not tabs)"
-        line, col = _pos(mark) if mark else (None, None)
-        raise SpecError([Problem(f"YAML syntax error: {what}", line, col)], filename, text) from None
-    except yaml.reader.ReaderError as exc:
-        # A control character or similar that YAML forbids; point at it.
-        before = text[: exc.position]
-        line, col = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
-        char = exc.character if isinstance(exc.character, str) else chr(exc.character)
-        raise SpecError([Problem(f"character {char!r} (U+{ord(char):04X}) is not allowed in YAML; "
-                                 "is this a text file?", line, col)], filename, text) from None
+        return _load_with(yaml.SafeLoader, text, filename)
     except yaml.YAMLError as exc:
-        raise SpecError([Problem(f"YAML error: {exc}")], filename, text) from None
-    except RecursionError:
-        raise SpecError([Problem(f"YAML nesting is far deeper than {MAX_DEPTH} levels", *_pos(loader.get_mark()))],
-                        filename, text) from None
-    finally:
-        if loader is not None:
-            loader.dispose()
-
-    if root is not None and not _expanded_sizes(root, problems):
-        raise SpecError(problems, filename, text)
-
-    def build(node, path: PathKey) -> Any:
-        values[path] = _pos(node.start_mark)
-        if node.tag.startswith("!") or node.tag.startswith("tag:yaml.org,2002:python"):
-            problems.append(Problem(f"YAML tag {node.tag!r} is not allowed; write plain values", *_pos(node.start_mark)))
-            return None
-        if isinstance(node, yaml.ScalarNode):
-            try:
-                return _scalar(node)
-            except _ScalarProblem as exc:
-                problems.append(Problem(str(exc), *_pos(node.start_mark)))
-                return None
-        if isinstance(node, yaml.SequenceNode):
-            return [build(child, path + (i,)) for i, child in enumerate(node.value)]
-        assert isinstance(node, yaml.MappingNode), f"unexpected YAML node {node!r}"
-        out: dict = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                problems.append(Problem("YAML merge keys ('<<') are not supported; write the keys out",
-                                        *_pos(key_node.start_mark)))
-                continue
-            if not isinstance(key_node, yaml.ScalarNode):
-                problems.append(Problem("mapping keys must be plain names, not lists or mappings",
-                                        *_pos(key_node.start_mark)))
-                continue
-            key = key_node.value
-            if key in out or path + (key,) in keys:
-                first = keys[path + (key,)]
-                problems.append(Problem(f"duplicate key '{key}' (first given at line {first[0]}); "
-                                        "each key may appear once", *_pos(key_node.start_mark)))
-                continue
-            keys[path + (key,)] = _pos(key_node.start_mark)
-            out[key] = build(value_node, path + (key,))
-        return out
-
-    data = build(root, ()) if root is not None else None
-    if problems:
-        raise SpecError(problems, filename, text)
-    return Document(data, filename, text, values, keys)
+        raise _parse_error(exc, text, filename) from None
 
 
 def read_text(path: str | Path, what: str = "spec") -> str:

@@ -6,6 +6,7 @@ import os
 import time
 
 import pytest
+import yaml
 
 from cnnspec import yaml_io
 from cnnspec.errors import Problem, SpecError
@@ -284,3 +285,63 @@ def test_aliases_cannot_stack_nesting_beyond_the_limit():
     chained = "a0: &a0 " + deep + "\n" + "".join(
         f"a{i}: &a{i} {'[' * 40}*a{i - 1}{']' * 40}\n" for i in range(1, 40))
     assert "nesting deeper" in problems(chained)[0][2]
+
+
+# ---------------------------------------------------------------- aliases, read from the parser's events
+
+
+def test_undefined_alias_is_a_positioned_error():
+    assert problems("a: 1\nb: [1, *nope]\n") == [
+        (2, 8, "undefined YAML alias '*nope': an alias repeats a value marked '&nope' before it")]
+
+
+def test_duplicate_anchor_is_a_positioned_error():
+    assert problems("a: &x 1\nb: &x [2]\n") == [
+        (2, 4, "duplicate YAML anchor '&x' (first defined at line 1); each anchor may be defined once")]
+
+
+def test_recursive_alias_points_at_the_alias():
+    assert problems("a: &a [1, *a]\n") == [(1, 11, "recursive YAML alias: a node contains itself")]
+    assert problems("a: &a\n  b: [1, {c: *a}]\n") == [(2, 14, "recursive YAML alias: a node contains itself")]
+
+
+def test_an_alias_is_placed_where_it_is_used_and_its_parts_where_they_are_written():
+    doc = yaml_io.loads("a: &x {k: 1, j: [2]}\nb: [0, *x]\n")
+    assert doc.data["b"] == [0, {"k": 1, "j": [2]}] and doc.data["b"][1] is not doc.data["a"]
+    assert doc.position(("b", 1)) == (2, 8)
+    assert doc.position(("b", 1, "k")) == (1, 11) and doc.position(("b", 1, "k"), key=True) == (1, 8)
+    assert doc.position(("b", 1, "j", 0)) == (1, 18)
+
+
+def test_an_alias_as_a_key_is_placed_at_the_alias():
+    assert problems("k: &v v\n*v : 3\nv: 4\n") == [
+        (3, 1, "duplicate key 'v' (first given at line 2); each key may appear once")]
+
+
+# ---------------------------------------------------------------- long texts: libyaml's own messages
+
+
+def only_libyaml(monkeypatch):
+    if not hasattr(yaml, "CSafeLoader"):
+        pytest.skip("PyYAML without libyaml")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a long text must not be parsed again in pure Python")
+
+    monkeypatch.setattr(yaml, "SafeLoader", refuse)
+
+
+def test_syntax_error_in_a_long_text_is_not_parsed_again(monkeypatch):
+    only_libyaml(monkeypatch)
+    text = "w: [" + ", ".join(["1"] * 100_000) + "\nb: 3\n"
+    assert len(text) > yaml_io.REPARSE_LIMIT
+    ((line, col, msg),) = problems(text)
+    assert (line, col) == (2, 2)
+    assert msg.startswith("YAML syntax error: while parsing a flow sequence (started at line 1, column 4)")
+
+
+def test_control_character_in_a_long_text_is_placed_by_characters(monkeypatch):
+    only_libyaml(monkeypatch)
+    text = "é: [ü]\n" * 40_000 + "b: é\x07\n"  # libyaml counts bytes; the message counts characters
+    assert problems(text) == [(40_001, 5, "character '\\x07' (U+0007) is not allowed in YAML; "
+                                          "is this a text file?")]
