@@ -94,12 +94,15 @@ def dependency_order(a: Assignment) -> list:
 class Grader:
     """Grades submissions of one assignment; reference answers are computed once per variant."""
 
-    def __init__(self, assignment: Assignment, now: Optional[datetime] = None, check_copying: bool = False):
+    def __init__(self, assignment: Assignment, now: Optional[datetime] = None, check_copying: bool = False,
+                 reference_cache: int = REFERENCE_CACHE):
         """check_copying: compare every submission this Grader grades with the others it graded (per-student
         data only; see CopyCheck), updating results returned earlier in place when a later submission shows
         that one of their answers matches that student's reference. Off by default: a batch (cnnspec grade, a
-        service's gradebook) calls flag_copying on its results instead, which changes nothing in place."""
+        service's gradebook) calls flag_copying on its results instead, which changes nothing in place.
+        reference_cache: how many variants' reference answers are kept (least recently used dropped first)."""
         self.assignment = assignment
+        self.reference_cache = max(1, int(reference_cache))
         self.now = now
         self._refs: OrderedDict[str, Reference] = OrderedDict()
         self._order = dependency_order(assignment)
@@ -117,7 +120,7 @@ class Grader:
         if ref is None:
             ref = Reference(a, a.variant(student_id))
         self._refs[key] = ref
-        while len(self._refs) > REFERENCE_CACHE:
+        while len(self._refs) > self.reference_cache:
             self._refs.popitem(last=False)
         return ref
 
