@@ -1,5 +1,6 @@
 """`cnnspec run`, `train`, `gradcheck` through the CLI: outputs, files, exit codes, bad input."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -193,3 +194,77 @@ def test_run_notes_parameters_a_partial_checkpoint_does_not_hold(capsys, lecture
     code, out, err = cli(capsys, "run", t / "two.yaml", "-x", t / "x.npy", "--weights", t / "part.npz")
     assert code == 0
     assert "note: " in err and "has no value for fc.bias; it keeps the seeded initial value" in err
+
+
+def test_run_prints_small_outputs_and_shortens_large_ones(capsys, lecture_arrays, tmp_path):
+    t = lecture_arrays
+    code, out, _ = cli(capsys, "run", SPECS / "lecture_linear.yaml", "-x", t / "x.npy")
+    assert code == 0
+    assert out.splitlines() == ["output fc: shape (1, 1)", "[[0.38]]"]          # the lecture's 0.38, on screen
+    code, out, _ = cli(capsys, "run", SPECS / "lecture_linear.yaml", "-x", t / "x.npy", "-y", t / "y.npy",
+                       "--steps", 2)
+    assert "[[0.38]]" in out and "after 2 SGD steps: loss history 6.8644, " in out
+    assert "after 1 SGD step:" in cli(capsys, "run", SPECS / "lecture_linear.yaml", "-x", t / "x.npy", "-y",
+                                      t / "y.npy", "--steps", 1)[1]
+    np.save(tmp_path / "x2.npy", np.random.default_rng(0).standard_normal((2, 1, 32, 32)))
+    code, out, _ = cli(capsys, "run", SPECS / "lenet5.yaml", "-x", tmp_path / "x2.npy")
+    lines = out.splitlines()
+    assert lines[0] == "output output: shape (2, 10)" and len(lines) == 3       # 20 values: every one
+    assert len(lines[1].split()) == 11 and lines[1].startswith("[[")
+    (tmp_path / "conv.yaml").write_text("cnnspec: 1\nname: c\ninput: {shape: [1, 32, 32]}\nlayers:\n"
+                                        "  - {name: c1, type: conv2d, filters: 6, kernel: 5}\n")
+    code, out, _ = cli(capsys, "run", tmp_path / "conv.yaml", "-x", tmp_path / "x2.npy")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) <= 16 and "..." in out
+    assert re.match(r"\(9,408 values, min -?\d\.\d+, mean -?\d\.\d+(e-\d+)?, max \d\.\d+; --dump OUT.npz writes them "
+                    r"all\)", lines[-1]), lines[-1]
+
+
+def test_gradcheck_shows_a_zero_gradient_as_zero_not_as_rel_error_1(capsys):
+    code, out, _ = cli(capsys, "gradcheck", SPECS / "lecture_cnn.yaml")      # conv1's bias feeds batch norm
+    assert code == 0
+    row = next(line for line in out.splitlines() if line.startswith("conv1.bias"))
+    assert re.search(r"24 elements  gradient ~0 both ways \(largest \d\.\de-\d\d; abs error \d\.\de-\d\d\)  ok$", row), row
+    assert "1.00e+00" not in out
+    assert re.search(r"^fc.weight +24 elements  max rel error \S+  max abs error \S+  ok$", out, re.M)
+    code, out, _ = cli(capsys, "gradcheck", SPECS / "lecture_cnn.yaml", "--json")
+    rows = {r["name"]: r for r in json.loads(out)["rows"]}
+    assert rows["conv1.bias"]["near_zero"] and rows["conv1.bias"]["max_magnitude"] < 1e-8
+    assert not rows["fc.weight"]["near_zero"] and rows["fc.weight"]["max_magnitude"] > 1e-3
+
+
+def test_render_gradcheck_says_when_a_row_passes_only_on_the_absolute_error():
+    from cnnspec.cli.engine_cmds import render_gradcheck
+    from cnnspec.gradient_check import GradcheckResult, GradcheckRow
+    result = GradcheckResult(rows=[GradcheckRow("a", 1, 0.05, 5e-9, 0, True, 1e-7),
+                                   GradcheckRow("b", 3, 1.0, 0.5, 0, False, 0.5)])
+    lines = render_gradcheck(result).splitlines()
+    assert lines[0] == "a    1 element   max rel error 5.00e-02  max abs error 5.00e-09  ok on the absolute error (< 1e-08)"
+    assert lines[1] == "b    3 elements  max rel error 1.00e+00  max abs error 5.00e-01  FAIL"
+    assert lines[2].startswith("gradcheck FAILED")
+
+
+def test_a_wrong_checkpoint_is_summarised_not_listed(capsys, tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 32, 32)))
+    wrong = {f"{layer}.{kind}": np.zeros(3) for layer in ("c1", "c3", "c5", "f6", "output") for kind in ("weight", "bias")}
+    wrong.update({"bogus": np.zeros(1), "c1.wieght": np.zeros(1)})
+    np.savez(tmp_path / "w.npz", **wrong)
+    code, out, err = cli(capsys, "run", SPECS / "lenet5.yaml", "-x", tmp_path / "x.npy", "--weights", tmp_path / "w.npz")
+    assert code == 2 and out == ""
+    lines = err.splitlines()
+    assert len(lines) == 3, err                                      # was one line per parameter (12)
+    assert lines[0].startswith(f"{tmp_path / 'w.npz'}: 2 unknown parameters: 'bogus', 'c1.wieght' (did you mean "
+                               "'c1.weight'?) (the model's: c1.weight, c1.bias")
+    assert lines[1] == (f"{tmp_path / 'w.npz'}: 10 parameters have the wrong shape: c1.weight (expected [6, 1, 5, 5], "
+                        "got [3]), c1.bias (expected [6], got [3]), c3.weight (expected [16, 6, 5, 5], got [3]) "
+                        "and 7 more")
+    assert lines[2].endswith("is it a checkpoint of another spec? This model ('lenet5') has 10 parameters "
+                             "(`cnnspec summary SPEC` lists them)")
+
+
+def test_a_loss_error_names_the_loss_once(capsys, lecture_arrays):
+    t = lecture_arrays
+    np.save(t / "y3.npy", np.zeros((3, 3)))
+    code, _, err = cli(capsys, "run", SPECS / "lecture_linear.yaml", "-x", t / "x.npy", "-y", t / "y3.npy")
+    assert code == 2
+    assert err.strip() == "loss mse: target shape (3, 3) must equal prediction shape (1, 1)"
