@@ -15,9 +15,19 @@ from .schema import INPUT_NAME
 def _dims(graph: Graph, shape) -> str:
     shape = graph.declared(shape)
     if len(shape) == 1:
-        return f"{shape[0]} features"
+        return _n(shape[0], "feature")
     labels = "H x W x C" if graph.layout == "HWC" else "C x H x W"
     return " x ".join(map(str, shape)) + f" ({labels})"
+
+
+def _n(count: int, word: str) -> str:
+    """'1 filter', '6 filters', '1,024 features'."""
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
+def _each(count: int, word: str) -> str:
+    """'each of the 6 channels', or 'the 1 channel'."""
+    return f"the {_n(count, word)}" if count == 1 else f"each of the {_n(count, word)}"
 
 
 def _kernel_dims(graph: Graph, kh: int, kw: int, c: int) -> str:
@@ -37,7 +47,7 @@ def explain(graph: Graph) -> str:
         out.append(f"   -> output {_dims(graph, node.shape)}")
         out.append("")
     total = graph.param_count
-    out.append(f"Total: {total:,} trainable parameters = "
+    out.append(f"Total: {_n(total, 'trainable parameter')} = "
                + " + ".join(f"{n.param_count:,} ({n.name})" for n in graph.nodes.values() if n.param_count)
                if total else "Total: no trainable parameters.")
     return "\n".join(out)
@@ -68,7 +78,7 @@ def _conv2d(graph: Graph, node: Node) -> list[str]:
     f, kh, kw = node.shape[0], *node.params["weight"][2:]
     a = node.attrs
     (sh, sw), (pt, pl, pb, pr), (dh, dw), g = a["stride"], a["pads"], a["dilation"], a["groups"]
-    lines = [f"{f} filters, kernel {kh}x{kw}, stride {sh if sh == sw else (sh, sw)}, {_padding(node)}"
+    lines = [f"{_n(f, 'filter')}, kernel {kh}x{kw}, stride {sh if sh == sw else (sh, sw)}, {_padding(node)}"
              + (f", dilation {(dh, dw)}" if (dh, dw) != (1, 1) else "")
              + (f", groups {g}" if g > 1 else "")
              + (f", padding_mode {a['padding_mode']}" if a["padding_mode"] != "zeros" else ""),
@@ -78,7 +88,8 @@ def _conv2d(graph: Graph, node: Node) -> list[str]:
              f"width:  {shapes.window_out_text(w, kw, sw, pl, pr, dw)}"]
     cin = c // g
     lines.append(f"each kernel is {_kernel_dims(graph, kh, kw, cin)}: its depth equals the "
-                 + (f"{cin} channels of its group ({c} channels / {g} groups)" if g > 1 else f"{c} input channels"))
+                 + (f"{_n(cin, 'channel')} of its group ({c} channels / {g} groups)" if g > 1
+                    else f"{_n(c, 'input channel')}"))
     bias = "bias" in node.params
     lines.append(f"channels: one output channel per filter -> {f}")
     lines.append(f"parameters: {f}*({kh}*{kw}*{cin})" + (f" + {f}" if bias else "") + f" = {node.param_count:,}"
@@ -105,7 +116,7 @@ def _batchnorm(graph: Graph, node: Node) -> list[str]:
     c = node.shape[0]
     over = "N x H x W values (every pixel of every image in the batch)" if len(node.shape) == 3 else "the N samples"
     what = "channels" if len(node.shape) == 3 else "features"
-    return [f"for each of the {c} {what}: mean and variance over {over}",
+    return [f"for {_each(c, what[:-1])}: mean and variance over {over}",
             f"x_hat = (x - mean) / sqrt(var + eps), eps = {node.attrs['eps']}; y = gamma * x_hat + beta",
             "training uses the batch's statistics (biased variance); evaluation uses the running ones",
             f"running = (1 - {node.attrs['momentum']}) * running + {node.attrs['momentum']} * batch "
@@ -130,15 +141,15 @@ def _same(graph: Graph, node: Node) -> list[str]:
 def _flatten(graph: Graph, node: Node) -> list[str]:
     s = node.in_shapes[0]
     if len(s) == 1:
-        return [f"the input is already a vector of {s[0]:,} features: unchanged"]
-    return [f"{' * '.join(map(str, s))} = {prod(s):,} values in one vector "
+        return [f"the input is already a vector of {_n(s[0], 'feature')}: unchanged"]
+    return [f"{' * '.join(map(str, s))} = {_n(prod(s), 'value')} in one vector "
             "(in C, H, W order, as PyTorch, whatever the layout)"]
 
 
 def _dense(graph: Graph, node: Node) -> list[str]:
     units, fin = node.params["weight"]
     bias = "bias" in node.params
-    return [f"each of the {units} units takes a weighted sum of all {fin:,} inputs"
+    return [f"{_each(units, 'unit')} takes a weighted sum of {'the 1 input' if fin == 1 else f'all {fin:,} inputs'}"
             + (" plus a bias" if bias else ""),
             f"weight matrix {units} x {fin} (units x inputs, as PyTorch)",
             f"parameters: {units}*{fin}" + (f" + {units}" if bias else "") + f" = {node.param_count:,}",
@@ -147,7 +158,7 @@ def _dense(graph: Graph, node: Node) -> list[str]:
 
 def _global_avgpool(graph: Graph, node: Node) -> list[str]:
     c, h, w = node.in_shapes[0]
-    return [f"the average of each channel's {h}x{w} = {h * w} values -> one value per channel"]
+    return [f"the average of each channel's {h}x{w} = {_n(h * w, 'value')} -> one value per channel"]
 
 
 def _add(graph: Graph, node: Node) -> list[str]:
@@ -157,7 +168,7 @@ def _add(graph: Graph, node: Node) -> list[str]:
 def _concat(graph: Graph, node: Node) -> list[str]:
     chans = " + ".join(str(s[0]) for s in node.in_shapes)
     if len(node.shape) == 1:
-        return [f"joins the input vectors end to end: {chans} = {node.shape[0]} features"]
+        return [f"joins the input vectors end to end: {chans} = {_n(node.shape[0], 'feature')}"]
     return [f"stacks the inputs along channels: {chans} = {node.shape[0]}; height and width must match"]
 
 

@@ -414,3 +414,17 @@ def test_explain_shows_padding_as_written_and_resolved(capsys, tmp_path):
     assert "stride 1, padding 0 (default)" in out
     assert "window 2x2, stride 2, padding [1, 0] -> 1 top and bottom, 0 left and right" in out
     assert "(1, 1, 2, 2)" not in out                            # no unlabelled tuple of four pads
+
+
+def test_explain_says_one_filter_not_one_filters(capsys, tmp_path):
+    one = _spec(tmp_path, "one.yaml", "cnnspec: 1\nname: one\ninput: {shape: [1, 5, 5]}\nlayers:\n"
+                "  - {name: c, type: conv2d, filters: 1, kernel: 3, bias: false}\n  - {name: bn, type: batchnorm}\n"
+                "  - {name: p, type: maxpool, kernel: 3}\n  - {name: f, type: flatten}\n"
+                "  - {name: d, type: dense, units: 1, bias: false}\n")
+    code, out, _ = run(capsys, "explain", one)
+    assert code == 0
+    for text in ("1 filter, kernel 3x3", "its depth equals the 1 input channel\n", "for the 1 channel: mean",
+                 "1 * 1 * 1 = 1 value in one vector", "-> output 1 feature\n", "the 1 unit takes a weighted sum of "
+                 "the 1 input\n", "Total: 12 trainable parameters"):
+        assert text in out, text
+    assert not __import__("re").search(r"\b1 (filters|channels|values|features|units|inputs)\b", out)
