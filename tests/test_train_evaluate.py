@@ -76,11 +76,16 @@ def test_train_without_out_saves_to_a_named_file_and_says_where(capsys, tmp_path
     cnnspec.compile(spec, weights=tmp_path / "m.weights-2.npz")
 
 
-def test_train_refuses_a_bad_output_before_training(capsys, tmp_path):
+def test_train_refuses_a_bad_output_before_training(capsys, tmp_path, monkeypatch):
     spec, data = blobs(tmp_path)
+    state = cnnspec.compile(spec).state_dict()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before checking the outputs")
+    monkeypatch.setattr(cnnspec.model.Model, "forward", no_training)
     code, out, err = cli(capsys, "train", spec, "--data", data, "--out", tmp_path / "no" / "w.npz")
     assert code == 2 and "does not exist" in err and "epoch" not in out
-    np.savez(tmp_path / "w.npz", **cnnspec.compile(spec).state_dict())
+    np.savez(tmp_path / "w.npz", **state)
     code, out, err = cli(capsys, "train", spec, "--data", data, "--weights", tmp_path / "w.npz", "--out",
                          tmp_path / "w.npz")
     assert code == 2 and "is one of this command's inputs" in err and "epoch" not in out
