@@ -9,13 +9,13 @@ from pathlib import Path
 
 from ..errors import DataError
 from .. import limits
-from .models import (WEIGHTS_HELP, HelpFormatter, add_max_memory, build_model, print_notes, sample_bytes,
+from .models import (WEIGHTS_HELP, WrappingHelpFormatter, add_max_memory, build_model, print_notes, sample_bytes,
                      spec_warnings, weight_bytes)
 
 
 def register(sub) -> None:
     p = sub.add_parser("run", help="forward (and backward/SGD) on given arrays; dump every array",
-                       formatter_class=HelpFormatter,
+                       formatter_class=WrappingHelpFormatter,
                        description="Run the model on X.npy and print the output (every value when there are "
                        "few, NumPy-style and shortened when there are many), the loss with --target, and write "
                        "the output, loss, every layer's activation, every gradient and the parameters after K SGD "
@@ -37,7 +37,7 @@ def register(sub) -> None:
     p.set_defaults(func=run_run)
 
     p = sub.add_parser("train", help="train on arrays x, y from an .npz; checkpoint every epoch",
-                       formatter_class=HelpFormatter,
+                       formatter_class=WrappingHelpFormatter,
                        description="Train with the spec's loss and optimizer on D.npz (arrays 'x' and 'y'). Prints "
                        "loss and accuracy (classification losses) per epoch, for the training batches and for "
                        "the validation data (--val-split or --val-data); writes the checkpoint --out (.npz, "
@@ -74,7 +74,7 @@ def register(sub) -> None:
     p.set_defaults(func=run_train)
 
     p = sub.add_parser("evaluate", help="loss, accuracy and confusion matrix of trained weights on a data set",
-                       formatter_class=HelpFormatter,
+                       formatter_class=WrappingHelpFormatter,
                        description="Run the model in evaluation mode (batch norm's running statistics, no dropout) "
                        "on the arrays x, y of D.npz and print the loss (the spec's loss, over all samples), and for "
                        "classification losses the accuracy and the confusion matrix (rows: true class, columns: "
@@ -95,7 +95,7 @@ def register(sub) -> None:
     p.set_defaults(func=run_evaluate)
 
     p = sub.add_parser("gradcheck", help="check the engine's gradients against central differences",
-                       formatter_class=HelpFormatter,
+                       formatter_class=WrappingHelpFormatter,
                        description="Compare analytic gradients of every parameter (and the input) with float64 "
                        "central differences on seeded data. Exit 0 when all relative errors are below --tol, 1 if not. "
                        "A gradient that is ~0 both ways (e.g. a conv bias before batch norm) passes on the absolute "

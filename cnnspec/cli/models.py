@@ -29,6 +29,17 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return text
 
 
+class WrappingHelpFormatter(HelpFormatter):
+    """HelpFormatter for texts written as paragraphs: each line of a description or epilog is wrapped to
+    the terminal on its own, so line breaks between paragraphs stay."""
+
+    def _fill_text(self, text, width, indent):
+        import textwrap
+        return "\n".join(textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent,
+                                       break_on_hyphens=False, break_long_words=False)
+                         for line in text.splitlines())
+
+
 def spec_warnings(spec) -> list[str]:
     """Mistakes that are valid specs but almost never what was meant, as 'FILE:LINE:COL: warning: ...' with
     the line and a caret. Needs only the spec (no NumPy), so `cnnspec check` can print them."""
