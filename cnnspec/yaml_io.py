@@ -463,6 +463,11 @@ def _build(loader, text: str, filename: str) -> Document:
     return Document(root, filename, text, values, keys)
 
 
+# What PyYAML and libyaml say when a line is indented wrongly (a key too far right or left).
+_INDENTATION_SIGNS = ("mapping values are not allowed here", "expected <block end>", "did not find expected key",
+                      "could not find expected ':'", "did not find expected '-' indicator")
+
+
 def _syntax_problem(exc: yaml.MarkedYAMLError) -> Problem:
     mark = exc.problem_mark or exc.context_mark
     context = exc.context
@@ -471,6 +476,10 @@ def _syntax_problem(exc: yaml.MarkedYAMLError) -> Problem:
     what = " ".join(s for s in (context, exc.problem) if s)
     if "'\\t'" in what:
         what += " (indent with spaces, not tabs)"
+    elif any(sign in what for sign in _INDENTATION_SIGNS):
+        what += (" (check the indentation on this line and the one above: keys of one mapping start in the same "
+                 "column, a nested mapping or list further right, with spaces; after 'key:' on the same line a "
+                 "value cannot itself be 'other: value')")
     line, col = _pos(mark) if mark else (None, None)
     return Problem(f"YAML syntax error: {what}", line, col)
 

@@ -126,6 +126,13 @@ def test_tabs_get_a_hint():
     assert (line, col) == (2, 1) and msg.endswith("(indent with spaces, not tabs)")
 
 
+@pytest.mark.parametrize("text", ["layers:\n  - name: a\n     type: conv2d\n", "input:\n  shape: [1]\n layout: HWC\n",
+                                  "a:\n  b: 1\n    c: 2\n"])
+def test_indentation_errors_get_a_plain_words_hint(text):
+    ((line, col, msg),) = problems(text)
+    assert line == 3 and "check the indentation on this line and the one above" in msg
+
+
 def test_truncated_document():
     ((line, _col, msg),) = problems("layers:\n  - {type: conv2d, kernel: [3,")
     assert line == 2 and msg.startswith("YAML syntax error") and "<stream end>" in msg
