@@ -3,8 +3,8 @@
 Values come from NumPy's PCG64 seeded with `seed`, drawn layer by layer in declaration order, weight then
 bias, so a spec always produces the same model. The distributions are PyTorch's (torch_default is
 nn.Conv2d/nn.Linear's reset_parameters); the random streams are not PyTorch's - to reproduce a PyTorch
-model, load its state_dict. Biases are zero for the he_* and xavier_* schemes; BN gamma 1, beta 0,
-running mean 0, running var 1.
+model, load its state_dict. Biases are zero for the he_* and xavier_* schemes; batch, layer and group
+norm start with weight (gamma) 1, bias (beta) 0; batch norm's running mean 0, running var 1.
 """
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from math import prod, sqrt
 import numpy as np
 
 from .graph import Graph
+
+NORMS = ("batchnorm", "layernorm", "groupnorm")  # their weight is a scale (1) and their bias a shift (0)
 
 
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -26,13 +28,15 @@ def init_state(graph: Graph, dtype, seed: int, scheme: str) -> tuple[dict, dict]
     params: dict[str, np.ndarray] = {}
     buffers: dict[str, np.ndarray] = {}
     for node in graph.nodes.values():
-        if node.type == "batchnorm":
-            c = node.params["weight"][0]
-            params[f"{node.name}.weight"] = np.ones(c, dtype)
-            params[f"{node.name}.bias"] = np.zeros(c, dtype)
-            buffers[f"{node.name}.running_mean"] = np.zeros(c, dtype)
-            buffers[f"{node.name}.running_var"] = np.ones(c, dtype)
-            buffers[f"{node.name}.num_batches_tracked"] = np.zeros((), np.int64)
+        if node.type in NORMS:  # gamma 1, beta 0 (PyTorch's reset_parameters), whatever the scheme
+            if "weight" in node.params:
+                params[f"{node.name}.weight"] = np.ones(node.params["weight"], dtype)
+                params[f"{node.name}.bias"] = np.zeros(node.params["bias"], dtype)
+            if node.type == "batchnorm":
+                c = node.buffers["running_mean"][0]
+                buffers[f"{node.name}.running_mean"] = np.zeros(c, dtype)
+                buffers[f"{node.name}.running_var"] = np.ones(c, dtype)
+                buffers[f"{node.name}.num_batches_tracked"] = np.zeros((), np.int64)
             continue
         if "weight" not in node.params:
             continue

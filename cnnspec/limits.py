@@ -209,6 +209,34 @@ def layer_cost(node: "Node", batch: int, itemsize: int, in_bytes: list[int], tra
         cache, fwd = V, 8 * V                                     # the keep mask; the float64 random draws
     elif t == "global_avgpool":
         bwd = Y
+    elif t == "relu6":
+        bwd = 3 * V                                               # out > 0, out < 6, their conjunction
+    elif t == "silu":
+        cache, fwd, bwd = Y, 4 * Y + V, 2 * Y                      # sigmoid(x) kept; exp, 1/(1 + e), e * r, mask
+    elif t == "hardsigmoid":
+        fwd, bwd = 2 * Y, 3 * V + Y                                # x + 3, clip; the interval masks, dout / 6
+    elif t == "hardswish":
+        fwd, bwd = 3 * Y, 2 * V + 3 * Y                            # x + 3, clip, x * clip; masks, the slope pieces
+    elif t == "gelu":
+        cache = Y                                                  # Phi(x) or the tanh term
+        if a["approximate"] == "tanh":
+            fwd, bwd = 3 * Y, 4 * Y
+        else:
+            # x / sqrt(2), erf in float64 (+ a chunk of Python floats and their list: 48 bytes a value), 0.5 * (1 + erf)
+            fwd, bwd = 3 * Y + 8 * V + 48 * min(V, 1 << 16), 3 * Y
+    elif t in ("layernorm", "groupnorm"):
+        cache, fwd, bwd = Y, 3 * X + Y, 5 * Y                      # x_hat; a contiguous copy, x - mean, its square
+    elif t == "lrn":
+        c = node.shape[0]
+        padded = Y * (c + a["size"] - 1) // c                      # x^2 with size - 1 zero channels
+        cache, fwd, bwd = Y, 4 * Y + padded, 6 * Y + padded        # the divisor; x^2, the window sums, powers
+    elif t == "adaptive_avgpool":
+        c, h, w = node.in_shapes[0]
+        rows = N * c * node.shape[1] * w * s                       # the means along the height, before the width
+        fwd, bwd = rows + X, rows + Y
+    elif t == "multiply":
+        bwd = Y                                                    # dout * the other input, before the gate's sum
+    # channel_split (a view), channel_shuffle (one copy): their output only.
     # dense: out = x @ w.T only; its gradients are counted by `estimate`. flatten, add, concat: their output.
     params = sum(prod(p) for p in node.params.values()) * s
     buffers = sum(prod(b) * s if b else 8 for b in node.buffers.values())
@@ -248,7 +276,7 @@ class Estimate:
     task: str                        # "a forward pass", "a forward and backward pass", "a training step (...)"
     weights: int                     # parameters and buffers
     gradients: int
-    momentum: int                    # SGD's velocity (only with momentum > 0)
+    momentum: int                    # the optimizer's state: SGD's velocity (with momentum > 0), Adam's moments
     input: int                       # the input batch as the engine holds it (+ the caller's copy if converted)
     activations: int                 # every layer's output, kept until the next forward
     caches: int                      # what layers keep for backward besides their outputs
@@ -264,7 +292,7 @@ class Estimate:
 
     def parts(self) -> list[tuple[str, int]]:
         return [("parameters and buffers", self.weights), ("gradients", self.gradients),
-                ("momentum buffers", self.momentum), ("input", self.input), ("activations", self.activations),
+                ("optimizer state", self.momentum), ("input", self.input), ("activations", self.activations),
                 ("layer caches for backward (im2col columns, masks)", self.caches),
                 (f"temporaries (peak in {self.peak_at})", self.temporaries),
                 ("Python objects and NumPy buffers", self.overhead), *self.extra]
@@ -272,6 +300,16 @@ class Estimate:
     def describe(self) -> str:
         """'1.20 MiB of parameters and buffers, 30.00 GiB of activations, ...' (non-zero parts)."""
         return ", ".join(f"{fmt(v)} of {label}" for label, v in self.parts() if v)
+
+
+def optimizer_copies(opt) -> int:
+    """Arrays of each parameter's size the optimizer keeps: SGD's velocity (with momentum), Adam's and AdamW's
+    two moments (three with amsgrad), RMSprop's square average (+ momentum buffer, + gradient average)."""
+    if opt.type == "sgd":
+        return 1 if opt.momentum != 0 else 0
+    if opt.type in ("adam", "adamw"):
+        return 3 if opt.amsgrad else 2
+    return 1 + (opt.momentum > 0) + bool(opt.centered)
 
 
 def _itemsize(dtype) -> int:
@@ -305,7 +343,7 @@ def estimate(graph: "Graph", batch: int = 1, dtype=None, *, train: bool = False,
     params = sum(c.params for c in costs)
     grads = (params if backward or step else 0) if gradients is None else gradients
     opt = graph.spec.optimizer
-    mom = (params if step and opt.momentum != 0 else 0) if momentum is None else momentum
+    mom = (params * optimizer_copies(opt) if step else 0) if momentum is None else momentum
 
     # initialisation (init.py) draws each parameter tensor in float64 before converting it
     kept, peak, peak_at = 0, 0, "the forward"
@@ -336,8 +374,10 @@ def estimate(graph: "Graph", batch: int = 1, dtype=None, *, train: bool = False,
             for i in node.inputs:
                 pending[i] = size[i]
     if step:
-        # new values one tensor at a time (Model.step), while the tape still holds the old ones
-        upd = kept + dloss + params + 4 * max((c.largest_param for c in costs), default=0)
+        # new values one tensor at a time (Model.step), while the tape still holds the old ones; the adaptive
+        # optimizers' formulas make a few more temporaries of that tensor's size than SGD's
+        temps = 4 if opt.type == "sgd" else 10
+        upd = kept + dloss + params + temps * max((c.largest_param for c in costs), default=0)
         if upd > peak:
             peak, peak_at = upd, "the SGD step"
     activations = sum(c.output for c in costs)

@@ -47,11 +47,17 @@ MAX_PROTO_BYTES = 2**31 - 2**20  # protobuf's 2 GiB message limit, with room for
 _ELEM_TYPE = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE}
 # Ops of an export that onnxruntime's CPU provider implements for float32 only (NOT_IMPLEMENTED for double,
 # onnxruntime 1.32, every opset 13-25): a float64 file using one of them does not load in onnxruntime.
-ORT_NO_FLOAT64_OPS = ("Conv", "AveragePool", "GlobalAveragePool", "LeakyRelu", "PRelu")
+ORT_NO_FLOAT64_OPS = ("Conv", "AveragePool", "GlobalAveragePool", "LeakyRelu", "PRelu", "HardSwish", "HardSigmoid",
+                      "LRN", "Gelu")  # Gelu: the exact (erf) form only; approximate='tanh' runs
 _PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 # Opset needed by a feature, and why.
 _NEEDS = {
     "circular": (19, "padding_mode 'circular' exports as Pad mode 'wrap', added in opset 19"),
+    "hardswish": (14, "it exports as HardSwish, added in opset 14"),
+    "gelu": (20, "it exports as Gelu, added in opset 20"),
+    "layernorm": (17, "it exports as LayerNormalization, added in opset 17"),
+    "groupnorm": (21, "it exports as GroupNormalization with one scale and bias per channel, as in opset 21 "
+                      "(opset 18's has one per group)"),
 }
 
 
@@ -136,10 +142,194 @@ def _batchnorm(b: _Builder, node, xs, out):
         var = b.node("Add", [var, rest], [f"{n}/running_var_plus_remainder"], f"{n}/eps_remainder_add",
                      f"running_var + (eps - float32(eps)) = running_var + {eps - eps32:.3g}: BatchNormalization's "
                      "epsilon attribute is float32")
-    inputs = [xs[0], b.weight(f"{n}.weight", p), b.weight(f"{n}.bias", p), b.weight(f"{n}.running_mean", s), var]
+    scale, shift = _affine(b, node, (node.buffers["running_mean"][0],))
+    inputs = [xs[0], scale, shift, b.weight(f"{n}.running_mean", s), var]
     return b.node("BatchNormalization", inputs, [out], n,
-                  _doc(node, f"momentum {node.attrs['momentum']} (PyTorch) = {1 - node.attrs['momentum']:g} (ONNX)"),
+                  _doc(node, f"momentum {node.attrs['momentum']} (PyTorch) = {1 - node.attrs['momentum']:g} (ONNX)"
+                       + ("" if "weight" in node.params else "; affine: false as scale 1 and bias 0")),
                   epsilon=eps32, momentum=float(1.0 - node.attrs["momentum"]))
+
+
+def _affine(b: _Builder, node, shape) -> tuple[str, str]:
+    """The layer's weight and bias initializers; with affine: false, constants 1 and 0 of `shape`."""
+    if "weight" in node.params:
+        return b.weight(f"{node.name}.weight", b.model.params), b.weight(f"{node.name}.bias", b.model.params)
+    return (b.const(f"{node.name}/scale", np.ones(shape, b.dtype)),
+            b.const(f"{node.name}/bias", np.zeros(shape, b.dtype)))
+
+
+def _scalar(b: _Builder, name: str, value: float) -> str:
+    return b.const(name, np.array(value, dtype=b.dtype))
+
+
+def _ints(b: _Builder, name: str, values) -> str:
+    return b.const(name, np.array(list(values), dtype=np.int64))
+
+
+def _relu6(b: _Builder, node, xs, out):
+    lo, hi = _scalar(b, f"{node.name}/min", 0.0), _scalar(b, f"{node.name}/max", 6.0)
+    return b.node("Clip", [xs[0], lo, hi], [out], node.name, _doc(node, "Clip to [0, 6]"))
+
+
+def _silu(b: _Builder, node, xs, out):
+    s = b.node("Sigmoid", [xs[0]], [f"{node.name}/sigmoid"], f"{node.name}/sigmoid", "sigmoid(x) for x * sigmoid(x)")
+    return b.node("Mul", [xs[0], s], [out], node.name, _doc(node, "SiLU = x * Sigmoid(x) (ONNX has no SiLU op)"))
+
+
+def _hardsigmoid(b: _Builder, node, xs, out):
+    if b.dtype == np.float32:
+        return b.node("HardSigmoid", [xs[0]], [out], node.name, _doc(node, "alpha 1/6, beta 0.5: relu6(x + 3)/6"),
+                      alpha=1 / 6, beta=0.5)
+    # HardSigmoid's alpha is a float32 attribute (1/6 is not exact): a float64 model spells out PyTorch's formula.
+    n = node.name
+    shifted = b.node("Add", [xs[0], _scalar(b, f"{n}/three", 3.0)], [f"{n}/plus3"], f"{n}/plus3", "x + 3")
+    clipped = b.node("Clip", [shifted, _scalar(b, f"{n}/min", 0.0), _scalar(b, f"{n}/max", 6.0)], [f"{n}/relu6"],
+                     f"{n}/relu6", "relu6(x + 3)")
+    return b.node("Div", [clipped, _scalar(b, f"{n}/six", 6.0)], [out], n,
+                  _doc(node, "relu6(x + 3) / 6 in float64 (HardSigmoid's alpha attribute is float32)"))
+
+
+def _hardswish(b: _Builder, node, xs, out):
+    if not b.need(node, "hardswish", "type"):
+        return out
+    return b.node("HardSwish", [xs[0]], [out], node.name, _doc(node, "x * relu6(x + 3) / 6"))
+
+
+def _gelu(b: _Builder, node, xs, out):
+    if not b.need(node, "gelu", "type"):
+        return out
+    return b.node("Gelu", [xs[0]], [out], node.name, _doc(node), approximate=node.attrs["approximate"])
+
+
+def _eps_exact(b: _Builder, node, x: str) -> tuple[str, float]:
+    """(input, epsilon attribute) for a normalisation whose `epsilon` is a float32 attribute. A float64 model
+    whose eps float32 cannot hold scales its input by c = sqrt(float32(eps) / eps) first: normalising c*x with
+    c^2 * eps gives the same result, and c^2 * eps = float32(eps) is exact."""
+    eps = float(node.attrs["eps"])
+    eps32 = float(np.float32(eps))
+    if b.dtype == np.float32 or eps32 == eps:
+        return x, eps32
+    c = b.const(f"{node.name}/eps_scale", np.array(np.sqrt(eps32 / eps), dtype=b.dtype))
+    x = b.node("Mul", [x, c], [f"{node.name}/scaled"], f"{node.name}/eps_scale",
+               f"x * sqrt(float32(eps) / eps): normalising that with float32(eps) = normalising x with eps {eps:g} "
+               "(the epsilon attribute is float32)")
+    return x, eps32
+
+
+def _stash(b: _Builder) -> int:
+    """stash_type: the precision of the mean and variance; float64 models compute them in float64."""
+    return TensorProto.DOUBLE if b.dtype == np.float64 else TensorProto.FLOAT
+
+
+def _layernorm(b: _Builder, node, xs, out):
+    if not b.need(node, "layernorm", "type"):
+        return out
+    scale, bias = _affine(b, node, node.shape)
+    x, eps = _eps_exact(b, node, xs[0])
+    # stash_type stays its default: onnx.reference implements only that (onnxruntime and the evaluator compute a
+    # float64 model's statistics in float64 all the same).
+    return b.node("LayerNormalization", [x, scale, bias], [out], node.name, _doc(node, "axis 1: over C, H, W"),
+                  axis=1, epsilon=eps)
+
+
+def _groupnorm(b: _Builder, node, xs, out):
+    if not b.need(node, "groupnorm", "type"):
+        return out
+    scale, bias = _affine(b, node, (node.shape[0],))
+    x, eps = _eps_exact(b, node, xs[0])
+    return b.node("GroupNormalization", [x, scale, bias], [out], node.name, _doc(node),
+                  num_groups=node.attrs["groups"], epsilon=eps, stash_type=_stash(b))
+
+
+def _exact32(*values) -> bool:
+    return all(float(np.float32(v)) == v for v in values)
+
+
+def _lrn(b: _Builder, node, xs, out):
+    """LRN when its window is PyTorch's (odd size: ONNX centres an even window one channel later) and its float
+    attributes hold the values (float32 models, or float32-exact values); else PyTorch's own formula: an average
+    pool of x^2 over `size` zero-padded channels (a 3-D AveragePool), then (k + alpha * avg)^beta."""
+    a, n = node.attrs, node.name
+    size = a["size"]
+    if size % 2 and (b.dtype == np.float32 or _exact32(a["alpha"], a["beta"], a["k"])):
+        return b.node("LRN", [xs[0]], [out], n, _doc(node, "k is ONNX's bias"), size=size, alpha=float(a["alpha"]),
+                      beta=float(a["beta"]), bias=float(a["k"]))
+    why = ("an even size: ONNX's LRN centres the window one channel later than PyTorch" if size % 2 == 0 else
+           "alpha, beta or k is not exact in LRN's float32 attributes")
+    sq = b.node("Mul", [xs[0], xs[0]], [f"{n}/square"], f"{n}/square", "x^2")
+    axis1 = _ints(b, f"{n}/axis1", [1])
+    sq5 = b.node("Unsqueeze", [sq, axis1], [f"{n}/square5d"], f"{n}/unsqueeze", "(N, 1, C, H, W) for a 3-D pool")
+    avg5 = b.node("AveragePool", [sq5], [f"{n}/avg5d"], f"{n}/avg", "mean of x^2 over the channel window, zeros "
+                  "counted", kernel_shape=[size, 1, 1], strides=[1, 1, 1],
+                  pads=[size // 2, 0, 0, (size - 1) // 2, 0, 0], count_include_pad=1)
+    avg = b.node("Squeeze", [avg5, axis1], [f"{n}/avg"], f"{n}/squeeze")
+    scaled = b.node("Mul", [avg, _scalar(b, f"{n}/alpha", a["alpha"])], [f"{n}/alpha_avg"], f"{n}/alpha_mul")
+    div = b.node("Add", [scaled, _scalar(b, f"{n}/k", a["k"])], [f"{n}/div"], f"{n}/k_add")
+    powed = b.node("Pow", [div, _scalar(b, f"{n}/beta", a["beta"])], [f"{n}/div_pow"], f"{n}/pow")
+    return b.node("Div", [xs[0], powed], [out], n, _doc(node, f"PyTorch's formula instead of LRN: {why}"))
+
+
+def _reduce_mean(b: _Builder, x: str, axis: int, out: str, name: str) -> str:
+    if b.opset >= 18:  # axes became an input in opset 18
+        return b.node("ReduceMean", [x, _ints(b, f"{name}/axes", [axis])], [out], name, keepdims=1)
+    return b.node("ReduceMean", [x], [out], name, axes=[axis], keepdims=1)
+
+
+def _adaptive_avgpool(b: _Builder, node, xs, out):
+    """AveragePool when the windows along both axes are uniform (one length, one stride); else each non-uniform
+    axis as Slice + ReduceMean per window and a Concat (an average over a rectangle is a mean of means)."""
+    from .shapes import adaptive_uniform, adaptive_window
+    n, (_, h, w) = node.name, node.in_shapes[0]
+    oh, ow = node.attrs["output_size"]
+    uh, uw = adaptive_uniform(h, oh), adaptive_uniform(w, ow)
+    if uh and uw:
+        return b.node("AveragePool", [xs[0]], [out], n, _doc(node, "uniform windows: an AveragePool"),
+                      kernel_shape=[uh[0], uw[0]], strides=[uh[1], uw[1]], pads=[0, 0, 0, 0])
+    x = xs[0]
+    for axis, size, k, uniform, last in ((2, h, oh, uh, False), (3, w, ow, uw, True)):
+        target = out if last else f"{n}/rows"
+        tag = "rows" if axis == 2 else "cols"
+        if uniform:
+            kernel, stride = ([uniform[0], 1], [uniform[1], 1]) if axis == 2 else ([1, uniform[0]], [1, uniform[1]])
+            x = b.node("AveragePool", [x], [target], n if last else f"{n}/{tag}",
+                       _doc(node, "uniform windows along the width") if last else "uniform windows along the height",
+                       kernel_shape=kernel, strides=stride, pads=[0, 0, 0, 0])
+            continue
+        axes = _ints(b, f"{n}/{tag}_axis", [axis])
+        parts = []
+        for i in range(k):
+            s, e = adaptive_window(i, size, k)
+            part = b.node("Slice", [x, _ints(b, f"{n}/{tag}{i}_start", [s]), _ints(b, f"{n}/{tag}{i}_end", [e]), axes],
+                          [f"{n}/{tag}{i}"], f"{n}/{tag}{i}_slice", f"window {i}: [{s}, {e})")
+            parts.append(_reduce_mean(b, part, axis, f"{n}/{tag}{i}_mean", f"{n}/{tag}{i}_mean"))
+        x = b.node("Concat", parts, [target], n if last else f"{n}/{tag}",
+                   _doc(node, "adaptive windows as Slice + ReduceMean + Concat") if last else None, axis=axis)
+    return x
+
+
+def _multiply(b: _Builder, node, xs, out):
+    xs = list(xs)
+    gate = node.attrs["gate"]
+    if gate is not None and len(node.in_shapes[gate]) == 1:
+        xs[gate] = b.node("Unsqueeze", [xs[gate], _ints(b, f"{node.name}/gate_axes", [2, 3])],
+                          [f"{node.name}/gate"], f"{node.name}/gate", "gate (N, C) -> (N, C, 1, 1) to broadcast")
+    return b.node("Mul", xs, [out], node.name, _doc(node))
+
+
+def _channel_split(b: _Builder, node, xs, out):
+    a, n = node.attrs, node.name
+    return b.node("Slice", [xs[0], _ints(b, f"{n}/start", [a["start"]]), _ints(b, f"{n}/stop", [a["stop"]]),
+                            _ints(b, f"{n}/axis", [1])], [out], n, _doc(node, "channels start:stop"))
+
+
+def _channel_shuffle(b: _Builder, node, xs, out):
+    n, g, shape = node.name, node.attrs["groups"], node.shape
+    grouped = _ints(b, f"{n}/grouped_shape", [0, g, shape[0] // g, *shape[1:]])
+    x = b.node("Reshape", [xs[0], grouped], [f"{n}/grouped"], f"{n}/group", "(N, g, C/g, ...)")
+    perm = [0, 2, 1, *range(3, len(shape) + 2)]
+    x = b.node("Transpose", [x], [f"{n}/transposed"], f"{n}/transpose", "(N, C/g, g, ...)", perm=perm)
+    return b.node("Reshape", [x, _ints(b, f"{n}/shape", [0, *shape])], [out], n,
+                  _doc(node, "PyTorch's ChannelShuffle: Reshape, Transpose, Reshape"))
 
 
 def _simple(op: str, **attrs):
@@ -240,6 +430,18 @@ EMITTERS = {
     "dense": _dense,
     "add": _add,
     "concat": _simple("Concat", axis=1),
+    "relu6": _relu6,
+    "silu": _silu,
+    "hardswish": _hardswish,
+    "hardsigmoid": _hardsigmoid,
+    "gelu": _gelu,
+    "layernorm": _layernorm,
+    "groupnorm": _groupnorm,
+    "lrn": _lrn,
+    "adaptive_avgpool": _adaptive_avgpool,
+    "multiply": _multiply,
+    "channel_split": _channel_split,
+    "channel_shuffle": _channel_shuffle,
 }
 
 
@@ -347,6 +549,9 @@ def cast_model(m: onnx.ModelProto, dtype) -> onnx.ModelProto:
         if vi.type.tensor_type.elem_type in floats:
             vi.type.tensor_type.elem_type = elem
     for n in g.node:
+        for a in n.attribute:  # the precision of a normalisation's statistics follows the model's
+            if a.name == "stash_type" and a.i in floats:
+                a.i = elem
         if n.op_type == "Constant":
             for a in n.attribute:
                 if a.name == "value" and a.t.data_type in floats and a.t.data_type != elem:
@@ -400,7 +605,8 @@ def ort_float64_missing(m: onnx.ModelProto) -> list[str]:
     """The ops of a float64 model that onnxruntime's CPU provider cannot run in float64 (empty: it can)."""
     if not any(i.type.tensor_type.elem_type == TensorProto.DOUBLE for i in m.graph.input):
         return []
-    used = {n.op_type for n in m.graph.node if n.domain in ("", "ai.onnx")}
+    used = {n.op_type for n in m.graph.node if n.domain in ("", "ai.onnx")
+            and not (n.op_type == "Gelu" and any(a.name == "approximate" and a.s == b"tanh" for a in n.attribute))}
     return [op for op in ORT_NO_FLOAT64_OPS if op in used]
 
 

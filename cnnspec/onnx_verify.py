@@ -295,21 +295,15 @@ def _run(runtime: str, proto, x: np.ndarray, label: str) -> dict[str, np.ndarray
 def _reference_fixes(proto) -> list:
     """Op implementations replacing the reference evaluator's where it departs from the ONNX spec.
 
-    BatchNormalization-9 (opsets 9-13) with one output is inference, but the evaluator fills in the momentum
-    default and then computes training-mode batch statistics."""
+    - BatchNormalization-9 (opsets 9-13) with one output is inference, but the evaluator fills in the momentum
+      default and then computes training-mode batch statistics.
+    - LRN: the evaluator loops over the batch instead of the channels (only the first N channels get their
+      sums; onnx 1.23).
+    - Gelu and HardSwish: the evaluator runs their function bodies with float32 constants and a float32 erf
+      (errors of 1e-8 in float64 models); these compute the spec's formulas in the tensor's own precision."""
+    from .onnx_fixes import reference_ops
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset >= 14:
-        return []
-    from onnx.reference.op_run import OpRun
-    from onnx.reference.ops.op_batch_normalization import _batchnorm_test_mode
-
-    class BatchNormalization(OpRun):
-        op_domain = ""
-
-        def _run(self, x, scale, bias, mean, var, epsilon=None, momentum=None, training_mode=None):
-            return (_batchnorm_test_mode(x, scale, bias, mean, var, epsilon=epsilon).astype(x.dtype),)
-
-    return [BatchNormalization]
+    return reference_ops(opset)
 
 
 def _compare(node, runtime, dtype, got, want, run: RuntimeRun, nchw: bool) -> LayerCheck:

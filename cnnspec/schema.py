@@ -15,8 +15,10 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     PrivateAttr,
+    Tag,
     ValidationError,
     WithJsonSchema,
     model_validator,
@@ -109,6 +111,33 @@ class BatchNorm(_Layer):
     type: Literal["batchnorm"]
     eps: Annotated[float, Field(gt=0.0)] = Field(1e-5, description="added to the variance before the square root")
     momentum: Unit = Field(0.1, description="PyTorch form: running = (1 - momentum) * running + momentum * batch")
+    affine: bool = Field(True, description="learn a scale (weight) and shift (bias) per channel; false: "
+                         "PyTorch's affine=False, Caffe's BatchNorm without a Scale layer")
+
+
+class LayerNorm(_Layer):
+    """Normalises each sample over all its values (PyTorch nn.LayerNorm(shape of one sample))."""
+    type: Literal["layernorm"]
+    eps: Annotated[float, Field(gt=0.0)] = Field(1e-5, description="added to the variance before the square root")
+    affine: bool = Field(True, description="learn a weight and bias per value of the sample (PyTorch's "
+                         "elementwise_affine)")
+
+
+class GroupNorm(_Layer):
+    """Normalises each sample over groups of channels (PyTorch nn.GroupNorm)."""
+    type: Literal["groupnorm"]
+    groups: PositiveInt = Field(description="number of channel groups; must divide the channels")
+    eps: Annotated[float, Field(gt=0.0)] = Field(1e-5, description="added to the variance before the square root")
+    affine: bool = Field(True, description="learn a weight and bias per channel")
+
+
+class LRN(_Layer):
+    """Local response normalisation across channels (PyTorch nn.LocalResponseNorm, ONNX LRN, Caffe LRN)."""
+    type: Literal["lrn"]
+    size: PositiveInt = Field(description="number of neighbouring channels summed over (Caffe's local_size)")
+    alpha: Annotated[float, Field(ge=0.0)] = Field(1e-4, description="scale of the sum of squares (divided by size)")
+    beta: float = Field(0.75, description="exponent")
+    k: Annotated[float, Field(gt=0.0)] = Field(1.0, description="additive constant (ONNX's bias)")
 
 
 class ReLU(_Layer):
@@ -118,6 +147,33 @@ class ReLU(_Layer):
 class LeakyReLU(_Layer):
     type: Literal["leaky_relu"]
     slope: float = Field(0.01, description="output slope for negative inputs")
+
+
+class ReLU6(_Layer):
+    """min(max(x, 0), 6) (MobileNet v2)."""
+    type: Literal["relu6"]
+
+
+class SiLU(_Layer):
+    """x * sigmoid(x), also called swish (EfficientNet)."""
+    type: Literal["silu"]
+
+
+class HardSwish(_Layer):
+    """x * relu6(x + 3) / 6 (MobileNet v3)."""
+    type: Literal["hardswish"]
+
+
+class HardSigmoid(_Layer):
+    """relu6(x + 3) / 6, PyTorch's definition (MobileNet v3)."""
+    type: Literal["hardsigmoid"]
+
+
+class GELU(_Layer):
+    """x * Phi(x), Phi the standard normal CDF; or PyTorch's tanh approximation."""
+    type: Literal["gelu"]
+    approximate: Literal["none", "tanh"] = Field("none", description="'none': exact (erf); 'tanh': "
+                                                 "0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3)))")
 
 
 class Sigmoid(_Layer):
@@ -157,6 +213,13 @@ class GlobalAvgPool(_Layer):
     type: Literal["global_avgpool"]
 
 
+class AdaptiveAvgPool(_Layer):
+    """Average pooling to a fixed output grid (PyTorch nn.AdaptiveAvgPool2d): window i of n over a length L
+    spans floor(i*L/n) to ceil((i+1)*L/n)."""
+    type: Literal["adaptive_avgpool"]
+    output_size: Size = Field(description="output height and width: n or [oh, ow]")
+
+
 class Flatten(_Layer):
     type: Literal["flatten"]
 
@@ -184,10 +247,39 @@ class Concat(_Layer):
         min_length=2, description="two or more layers (or 'input'), joined along channels")
 
 
+class Multiply(_Layer):
+    type: Literal["multiply"]
+    inputs: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
+        min_length=2, max_length=2, description="two layers of the same shape, multiplied elementwise; or "
+        "[features, gate] with a per-channel gate [C] or [C, 1, 1] for a [C, H, W] input (squeeze-and-excitation)")
+
+
+class ChannelSplit(_Layer):
+    """One of `parts` equal groups of channels (ShuffleNet v2's channel split: x.chunk(parts, dim=1)[index])."""
+    type: Literal["channel_split"]
+    parts: Annotated[int, Field(ge=2)] = Field(2, description="number of equal channel groups; must divide C")
+    index: Annotated[int, Field(ge=0)] = Field(description="which group this layer outputs, from 0")
+
+    @model_validator(mode="after")
+    def _index_in_range(self):
+        if self.index >= self.parts:
+            raise ValueError(f"index must be less than parts ({self.parts}): the groups are numbered 0 to "
+                             f"{self.parts - 1}, got {self.index}")
+        return self
+
+
+class ChannelShuffle(_Layer):
+    """Interleaves channel groups (PyTorch nn.ChannelShuffle; ShuffleNet)."""
+    type: Literal["channel_shuffle"]
+    groups: PositiveInt = Field(description="number of groups; must divide C")
+
+
 LAYER_CLASSES: dict[str, type[_Layer]] = {
     cls.model_fields["type"].annotation.__args__[0]: cls
     for cls in (Conv2d, BatchNorm, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, MaxPool, AvgPool, GlobalAvgPool,
-                Flatten, Dropout, Dense, Add, Concat)
+                Flatten, Dropout, Dense, Add, Concat,
+                ReLU6, SiLU, HardSwish, HardSigmoid, GELU, LayerNorm, GroupNorm, LRN, AdaptiveAvgPool, Multiply,
+                ChannelSplit, ChannelShuffle)
 }
 LAYER_TYPES = tuple(LAYER_CLASSES)
 # A Union built from the registry (the `X | Y` form cannot take a tuple).
@@ -195,12 +287,47 @@ Layer = Annotated[Union[tuple(LAYER_CLASSES.values())], Field(discriminator="typ
 
 
 class Loss(_Model):
-    type: Literal["cross_entropy", "mse", "bce_with_logits"] = Field(
-        description="cross_entropy: logits with integer or probability targets; mse; bce_with_logits")
+    type: Literal["cross_entropy", "mse", "bce_with_logits", "multi_margin"] = Field(
+        description="cross_entropy: logits with integer or probability targets; mse; bce_with_logits; "
+        "multi_margin: the multiclass hinge (SVM) loss, PyTorch's MultiMarginLoss (p 1, margin 1)")
     reduction: Literal["mean", "sum"] = Field("mean", description="over the batch (and elements, for mse)")
 
 
-class Optimizer(_Model):
+Multiplier = Annotated[float, Field(ge=0.0)]
+
+
+class StepSchedule(_Model):
+    """lr * gamma ** (t // step_size): PyTorch's StepLR (Caffe's lr_policy "step")."""
+    type: Literal["step"]
+    step_size: PositiveInt = Field(description="epochs (or steps) between two decays")
+    gamma: Annotated[float, Field(gt=0.0)] = Field(0.1, description="factor applied every step_size")
+    per: Literal["epoch", "step"] = Field("epoch", description="what t counts: epochs (PyTorch's usual "
+                                          "scheduler.step() per epoch) or optimizer steps (Caffe's iterations)")
+
+
+class CosineSchedule(_Model):
+    """eta_min + (lr - eta_min) * (1 + cos(pi * t / t_max)) / 2: PyTorch's CosineAnnealingLR."""
+    type: Literal["cosine"]
+    t_max: PositiveInt = Field(description="epochs (or steps) of a half cosine period")
+    eta_min: Annotated[float, Field(ge=0.0)] = Field(0.0, description="the learning rate at t = t_max")
+    per: Literal["epoch", "step"] = Field("epoch", description="what t counts: epochs or optimizer steps")
+
+
+SCHEDULE_CLASSES: dict[str, type[_Model]] = {"step": StepSchedule, "cosine": CosineSchedule}
+Schedule = Annotated[Union[StepSchedule, CosineSchedule], Field(discriminator="type")]  # noqa: UP007
+
+
+class _Optimizer(_Model):
+    lr_mult: dict[str, Multiplier] | None = Field(
+        None, description="learning-rate multipliers by parameter name or pattern ('*.bias': 2), Caffe's lr_mult; "
+        "the first key that matches a parameter applies, else 1")
+    decay_mult: dict[str, Multiplier] | None = Field(
+        None, description="weight-decay multipliers by parameter name or pattern ('*.bias': 0), Caffe's "
+        "decay_mult; the first key that matches applies, else 1")
+    schedule: Schedule | None = Field(None, description="learning-rate schedule: step or cosine")
+
+
+class SGD(_Optimizer):
     """SGD exactly as PyTorch: g += wd*w; b = momentum*b + (1 - dampening)*g; w -= lr*(g + momentum*b or b)."""
     type: Literal["sgd"] = "sgd"
     lr: Annotated[float, Field(gt=0.0)] = Field(0.01, description="learning rate, > 0")
@@ -215,6 +342,67 @@ class Optimizer(_Model):
             raise ValueError(f"nesterov needs momentum > 0 and dampening 0 (as in PyTorch), "
                              f"got momentum {self.momentum}, dampening {self.dampening}")
         return self
+
+
+def _betas(v):
+    if len(v) != 2:
+        raise ValueError(f"must be a list of 2 numbers [beta1, beta2], got a list of {len(v)}")
+    if not all(0.0 <= b < 1.0 for b in v):
+        raise ValueError(f"each beta must be in [0, 1), got {v}")
+    return v
+
+
+Betas = Annotated[list[float], AfterValidator(_betas), WithJsonSchema(
+    {"type": "array", "items": {"type": "number", "minimum": 0, "exclusiveMaximum": 1}, "minItems": 2,
+     "maxItems": 2, "description": "[beta1, beta2], each in [0, 1)"})]
+
+
+class Adam(_Optimizer):
+    """Adam exactly as torch.optim.Adam (weight_decay is L2: added to the gradient)."""
+    type: Literal["adam"]
+    lr: Annotated[float, Field(gt=0.0)] = Field(0.001, description="learning rate, > 0")
+    betas: Betas = Field([0.9, 0.999], description="decay rates of the gradient's mean and of its square")
+    eps: Annotated[float, Field(ge=0.0)] = Field(1e-8, description="added to the denominator")
+    weight_decay: Annotated[float, Field(ge=0.0)] = Field(0.0, description="L2 penalty added to the gradient")
+    amsgrad: bool = Field(False, description="divide by the largest second moment so far (AMSGrad)")
+
+
+class AdamW(_Optimizer):
+    """AdamW exactly as torch.optim.AdamW (decoupled weight decay: w -= lr * weight_decay * w first)."""
+    type: Literal["adamw"]
+    lr: Annotated[float, Field(gt=0.0)] = Field(0.001, description="learning rate, > 0")
+    betas: Betas = Field([0.9, 0.999], description="decay rates of the gradient's mean and of its square")
+    eps: Annotated[float, Field(ge=0.0)] = Field(1e-8, description="added to the denominator")
+    weight_decay: Annotated[float, Field(ge=0.0)] = Field(0.01, description="decoupled decay (PyTorch's default "
+                                                         "0.01)")
+    amsgrad: bool = Field(False, description="divide by the largest second moment so far (AMSGrad)")
+
+
+class RMSprop(_Optimizer):
+    """RMSprop exactly as torch.optim.RMSprop."""
+    type: Literal["rmsprop"]
+    lr: Annotated[float, Field(gt=0.0)] = Field(0.01, description="learning rate, > 0")
+    alpha: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(0.99, description="decay rate of the squared gradient's "
+                                                           "average")
+    eps: Annotated[float, Field(ge=0.0)] = Field(1e-8, description="added to the denominator")
+    weight_decay: Annotated[float, Field(ge=0.0)] = Field(0.0, description="L2 penalty added to the gradient")
+    momentum: Annotated[float, Field(ge=0.0)] = Field(0.0, description="momentum of the update")
+    centered: bool = Field(False, description="divide by the gradient's estimated variance instead of its "
+                           "second moment")
+
+
+OPTIMIZER_CLASSES: dict[str, type[_Model]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
+
+
+def _optimizer_tag(v):
+    """The optimizer's type; a mapping without one is SGD (as before there were others)."""
+    if isinstance(v, dict):
+        return v.get("type", "sgd")
+    return getattr(v, "type", "sgd")
+
+
+Optimizer = Annotated[Union[tuple(Annotated[cls, Tag(name)] for name, cls in OPTIMIZER_CLASSES.items())],  # noqa: UP007
+                      Discriminator(_optimizer_tag)]
 
 
 class Init(_Model):
@@ -236,7 +424,7 @@ class Spec(_Model):
     layers: list[Layer] = Field(min_length=1, description="run in order; `inputs` makes a DAG")
     output: str | None = Field(None, description="which layer is the model output (default: the last)")
     loss: Loss | None = None
-    optimizer: Optimizer = Field(default_factory=Optimizer)
+    optimizer: Optimizer = Field(default_factory=SGD)
     init: Init = Field(default_factory=Init)
     weights: str | dict[str, WeightValue] | None = Field(
         None, description="explicit parameter values by state_dict name, or a path to one .npz")
@@ -273,7 +461,7 @@ def json_schema() -> dict:
 # ---------------------------------------------------------------- pydantic errors -> positioned problems
 
 _UNION_FIELDS = {"kernel": "an integer or [height, width]", "stride": "an integer or [height, width]",
-                 "dilation": "an integer or [height, width]",
+                 "dilation": "an integer or [height, width]", "output_size": "an integer or [height, width]",
                  "padding": "an integer, [height, width], 'same' or 'valid'",
                  "weights": "a path to a .npz file or a mapping of parameter names to values",
                  "type": None}
@@ -382,8 +570,12 @@ def _model_for(path: tuple, data: Any) -> type[BaseModel] | None:
             return LAYER_CLASSES.get(data["layers"][path[1]]["type"])
         except (KeyError, IndexError, TypeError):
             return None
+    if path == ("optimizer",):
+        return OPTIMIZER_CLASSES.get(_optimizer_tag(lookup(data, path)))
+    if path == ("optimizer", "schedule"):
+        return SCHEDULE_CLASSES.get(lookup(data, path + ("type",)))
     if len(path) == 1:
-        return {"input": Input, "loss": Loss, "optimizer": Optimizer, "init": Init}.get(path[0])
+        return {"input": Input, "loss": Loss, "init": Init}.get(path[0])
     return None
 
 
@@ -393,6 +585,14 @@ def _normalize_loc(loc: list, data: Any, vocabulary: Vocabulary) -> tuple[tuple,
     if len(loc) >= 3 and loc[0] in vocabulary.tagged and isinstance(loc[1], int) \
             and loc[2] in vocabulary.tagged[loc[0]][0]:
         del loc[2]
+    # Tagged mappings: ('optimizer', 'adam', 'schedule', 'step', 'gamma') -> ('optimizer', 'schedule', 'gamma').
+    i = 0
+    while i < len(loc) - 1:
+        owner = loc[i]
+        if isinstance(owner, str) and owner in vocabulary.tagged and not isinstance(loc[i + 1], int) \
+                and loc[i + 1] in vocabulary.tagged[owner][0]:
+            del loc[i + 1]
+        i += 1
     # weights: ('weights', 'dict[str,...]', 'fc.weight', 'float') -> ('weights', 'fc.weight').
     if loc and loc[0] == "weights" and "weights" in vocabulary.union_fields and len(loc) >= 2:
         if isinstance(loc[1], str) and loc[1].startswith("dict[") and len(loc) >= 3:
@@ -462,7 +662,7 @@ def problems_from_validation(exc: ValidationError, doc: Document, vocabulary: Op
         elif kind == "missing":
             msg = f"{where_of(path[:-1], data) if len(path) > 1 else vocabulary.root}: missing required key '{path[-1]}'"
         elif kind in ("union_tag_invalid", "union_tag_not_found"):
-            classes, tag_key, noun, plural = vocabulary.tagged[path[0]]
+            classes, tag_key, noun, plural = vocabulary.tagged[next(p for p in reversed(path) if isinstance(p, str))]
             choices = ", ".join(classes)
             if kind == "union_tag_not_found":
                 msg = f"{where}: missing required key '{tag_key}' (one of: {choices})"
@@ -528,12 +728,17 @@ def _looks_numeric(text: str) -> bool:
 
 def _field_names() -> set[str]:
     names: set[str] = set()
-    for cls in (*LAYER_CLASSES.values(), Input, Loss, Optimizer, Init, Spec):
+    for cls in (*LAYER_CLASSES.values(), *OPTIMIZER_CLASSES.values(), *SCHEDULE_CLASSES.values(), Input, Loss, Init,
+                Spec):
         names.update(cls.model_fields)
     return names - set(_UNION_FIELDS)
 
 
-SPEC_VOCABULARY = Vocabulary("spec", _where, _model_for, {"layers": (LAYER_CLASSES, "type", "layer type", "types")},
+SPEC_VOCABULARY = Vocabulary("spec", _where, _model_for, {"layers": (LAYER_CLASSES, "type", "layer type", "types"),
+                                                          "optimizer": (OPTIMIZER_CLASSES, "type", "optimizer type",
+                                                                        "types"),
+                                                          "schedule": (SCHEDULE_CLASSES, "type", "schedule type",
+                                                                       "types")},
                              _UNION_FIELDS, frozenset(_field_names()))
 
 

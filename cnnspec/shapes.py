@@ -64,3 +64,20 @@ def dense_params(in_features: int, units: int, bias: bool) -> int:
 
 def flatten_size(shape: tuple[int, ...]) -> int:
     return prod(shape)
+
+
+def adaptive_window(i: int, size: int, out: int) -> tuple[int, int]:
+    """Window i of `out` over a length `size` (PyTorch's adaptive pooling): [floor(i*size/out),
+    ceil((i+1)*size/out)). Windows overlap when size is not a multiple of out, and repeat when out > size."""
+    return (i * size) // out, -(-((i + 1) * size) // out)
+
+
+def adaptive_uniform(size: int, out: int) -> tuple[int, int] | None:
+    """(kernel, stride) when every adaptive window has one length and they start a fixed stride apart (so an
+    ordinary average pool with no padding computes the same), else None."""
+    windows = [adaptive_window(i, size, out) for i in range(out)]
+    kernel = windows[0][1] - windows[0][0]
+    stride = windows[1][0] - windows[0][0] if out > 1 else 1
+    if all(e - s == kernel and s == i * stride for i, (s, e) in enumerate(windows)) and stride >= 1:
+        return kernel, stride
+    return None

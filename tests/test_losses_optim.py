@@ -1,4 +1,4 @@
-"""Losses and SGD: the lecture's hand-computed numbers, central-difference gradients, PyTorch's numbers
+"""Losses and optimizers: the lecture's hand-computed numbers, central-difference gradients, PyTorch's numbers
 (tests/fixtures/torch_golden.npz) and the error messages."""
 from __future__ import annotations
 
@@ -52,6 +52,7 @@ LOSS_CASES = {
     "cross_entropy_prob_unnormalised": ("cross_entropy", (3, 4), lambda r: r.random((3, 4))),
     "mse": ("mse", (2, 3, 2), lambda r: r.standard_normal((2, 3, 2))),
     "bce_with_logits": ("bce_with_logits", (4, 3), lambda r: r.random((4, 3))),
+    "multi_margin": ("multi_margin", (5, 4), lambda r: r.integers(0, 4, 5)),  # hinge: no margin within 1e-6 of 0
 }
 
 
@@ -185,3 +186,124 @@ def test_golden_file_covers_every_loss_and_sgd_option():
     assert losses == set(LOSSES)
     options = set().union(*(json.loads(str(GOLDEN[f"sgd/{n}/meta"])) for n in _names("sgd")))
     assert options == {"lr", "momentum", "dampening", "nesterov", "weight_decay"}
+
+
+# ------------------------------------------------------------------ Adam, AdamW, RMSprop, multipliers, schedules
+
+
+def _optimizer(**fields):
+    from cnnspec.schema import OPTIMIZER_CLASSES
+    kind = fields.pop("type", "sgd")
+    return OPTIMIZER_CLASSES[kind](type=kind, **fields) if kind != "sgd" else OPTIMIZER_CLASSES[kind](**fields)
+
+
+def _run_update(opt, params, grads_per_step):
+    from cnnspec.optim import update
+    state, history = {}, []
+    for grads in grads_per_step:
+        for k in params:
+            params[k], new = update(opt, k, params[k], grads[k], state, opt.lr, opt.weight_decay)
+            state.update(new)
+        history.append(dict(params))
+    return history, state
+
+
+@pytest.mark.parametrize("name", _names("optim"))
+def test_optimizer_matches_torch_over_three_steps(name):
+    key = f"optim/{name}/"
+    opt = _optimizer(**json.loads(str(GOLDEN[key + "meta"])))
+    params = {k: GOLDEN[key + f"param.{k}"] for k in ("a", "b")}
+    grads = [{k: GOLDEN[key + f"grad{step}.{k}"] for k in params} for step in range(3)]
+    history, state = _run_update(opt, params, grads)
+    for step, after in enumerate(history):
+        for k, v in after.items():
+            np.testing.assert_allclose(v, GOLDEN[key + f"after{step}.{k}"], rtol=1e-12, atol=1e-15,
+                                       err_msg=f"{k} after step {step}")
+    assert int(state["a.step"]) == 3
+
+
+def test_golden_file_covers_every_optimizer_option():
+    seen = {}
+    for n in _names("optim"):
+        meta = json.loads(str(GOLDEN[f"optim/{n}/meta"]))
+        seen.setdefault(meta.pop("type"), set()).update(meta)
+    assert seen == {"adam": {"lr", "betas", "eps", "weight_decay", "amsgrad"},
+                    "adamw": {"lr", "betas", "weight_decay", "amsgrad"},
+                    "rmsprop": {"lr", "alpha", "eps", "momentum", "centered", "weight_decay"}}
+
+
+def test_adam_first_step_by_hand():
+    """CS231n's check: after one step every weight moves by lr * sign(g) (m_hat / sqrt(v_hat) = g / |g|)."""
+    opt = _optimizer(type="adam", lr=0.01, eps=0.0)
+    (after,), _ = _run_update(opt, {"w": np.array([1.0, -2.0, 3.0])}, [{"w": np.array([0.5, -4.0, 1e-3])}])
+    np.testing.assert_allclose(after["w"], [0.99, -1.99, 2.99], rtol=1e-13)
+
+
+def test_adamw_decays_the_weight_not_the_gradient():
+    opt = _optimizer(type="adamw", lr=0.1, weight_decay=0.5, eps=0.0)
+    (after,), state = _run_update(opt, {"w": np.array([2.0])}, [{"w": np.array([1.0])}])
+    assert after["w"][0] == pytest.approx(2.0 * (1 - 0.05) - 0.1)
+    np.testing.assert_allclose(state["w.exp_avg"], [0.1])  # the decay never enters the moments
+
+
+def test_multipliers_first_matching_key_wins():
+    from cnnspec.optim import multipliers
+    opt = _optimizer(lr_mult={"conv1.bias": 3, "*.bias": 2}, decay_mult={"*.bias": 0, "fc?.weight": 0.5})
+    assert multipliers(opt, "conv1.bias") == (3.0, 0.0)
+    assert multipliers(opt, "fc.bias") == (2.0, 0.0)
+    assert multipliers(opt, "fc1.weight") == (1.0, 0.5)
+    assert multipliers(opt, "conv1.weight") == (1.0, 1.0)
+
+
+@pytest.mark.parametrize("name", _names("schedule"))
+def test_schedules_match_torch(name):
+    """lr_mult scales a parameter group's base rate; eta_min stays absolute, as in PyTorch's param groups."""
+    from cnnspec.optim import scheduled_lr
+    schedule = json.loads(str(GOLDEN[f"schedule/{name}/meta"]))
+    lrs = GOLDEN[f"schedule/{name}/lrs"]
+    for per in ("epoch", "step"):
+        opt = _optimizer(lr=0.1, schedule={**schedule, "per": per})
+        for t, (group1, group3) in enumerate(lrs):
+            when = {"epoch": t} if per == "epoch" else {"steps": t}
+            assert scheduled_lr(opt, **when) == pytest.approx(group1, rel=1e-12, abs=1e-17)
+            assert scheduled_lr(opt, **when, base=0.3) == pytest.approx(group3, rel=1e-12, abs=1e-17)
+    opt = _optimizer(lr=0.1, schedule={**schedule, "per": "epoch"})
+    assert scheduled_lr(opt, epoch=0, steps=100) == 0.1  # an epoch schedule ignores the steps
+
+
+def test_model_step_uses_the_spec_optimizer_multipliers_and_schedule():
+    import cnnspec
+    spec = cnnspec.loads_spec(
+        "cnnspec: 1\nname: t\ninput: {shape: [2]}\nlayers:\n  - {name: fc, type: dense, units: 1}\n"
+        "weights: {fc.weight: [[0.5, 0.1]], fc.bias: [0.0]}\nloss: {type: mse}\n"
+        "optimizer: {type: sgd, lr: 0.1, weight_decay: 0.5, lr_mult: {fc.bias: 2}, decay_mult: {'*.bias': 0},\n"
+        "            schedule: {type: step, step_size: 1, gamma: 0.5, per: step}}\n")
+    model = cnnspec.compile(spec)
+    x, y = np.array([[1.0, 2.0]]), np.array([[1.0]])
+    model.train_step(x, y)  # pred 0.7, dL/dpred = -0.6: dw = [-0.6, -1.2], db = -0.6
+    np.testing.assert_allclose(model.params["fc.weight"], [[0.5 - 0.1 * (-0.6 + 0.25), 0.1 - 0.1 * (-1.2 + 0.05)]])
+    np.testing.assert_allclose(model.params["fc.bias"], [0.0 - 0.2 * -0.6])  # lr_mult 2, no decay
+    before = model.params["fc.bias"].copy()
+    model.loss(model.forward(x, train=True), y)
+    g = model.backward()["fc.bias"]
+    model.step()                              # the second step at lr 0.05 (per: step)
+    np.testing.assert_allclose(model.params["fc.bias"], before - 2 * 0.05 * g)
+    assert model.steps_taken == 2
+
+
+def test_unknown_multiplier_key_is_a_spec_error():
+    import cnnspec
+    with pytest.raises(cnnspec.SpecError, match=r"optimizer.lr_mult: 'fc.bais' matches no parameter"):
+        cnnspec.loads_spec("cnnspec: 1\nname: t\ninput: {shape: [2]}\nlayers:\n  - {name: fc, type: dense, units: 1}\n"
+                           "optimizer: {lr_mult: {fc.bais: 2}}\n")
+
+
+def test_multi_margin_by_hand():
+    """CS231n's SVM example: scores [3.2, 5.1, -1.7] for class 0: max(0, 5.1 - 3.2 + 1) + max(0, -1.7 - 3.2 + 1)
+    = 2.9, divided by 3 classes as PyTorch does."""
+    from cnnspec.losses import multi_margin
+    loss, d = multi_margin(np.array([[3.2, 5.1, -1.7]]), np.array([0]))
+    assert loss == pytest.approx(2.9 / 3)
+    np.testing.assert_allclose(d, [[-1 / 3, 1 / 3, 0.0]])
+    with pytest.raises(ValueError, match="multi_margin: target must be"):
+        multi_margin(np.zeros((2, 3)), np.zeros(2))

@@ -1,7 +1,8 @@
 """Whole models against PyTorch: forward, every activation, loss, every gradient, 3 SGD steps, eval mode.
 
 The expected numbers were computed by PyTorch (tests/fixtures/make_torch_model_fixtures.py rebuilds each
-network from torch.nn.functional and trains it with torch.optim.SGD); torch is not needed here.
+network from torch.nn.functional and trains it with the spec's optimizer from torch.optim: SGD, Adam, AdamW,
+RMSprop, with parameter groups for lr_mult/decay_mult and a scheduler); torch is not needed here.
 """
 from pathlib import Path
 
@@ -59,6 +60,6 @@ def test_parity_specs_cover_every_layer_type_and_loss():
         for node in spec.graph.nodes.values():
             options |= {f"{k}={v}" for k, v in node.attrs.items() if k in ("padding_mode", "ceil_mode", "count_include_pad")}
     assert types >= set(LAYER_TYPES) - {"dropout"}   # dropout masks come from different RNGs; tested on its own
-    assert {t for t, _ in losses} == {"cross_entropy", "mse", "bce_with_logits"}
+    assert {t for t, _ in losses} == {"cross_entropy", "mse", "bce_with_logits", "multi_margin"}
     assert {"padding_mode=reflect", "padding_mode=replicate", "padding_mode=circular", "ceil_mode=True",
             "count_include_pad=False"} <= options

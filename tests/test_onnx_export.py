@@ -132,6 +132,28 @@ SIMPLE = [
     ({"type": "dropout", "rate": 0.3}, (3, 9, 10)),
     ({"type": "dense", "units": 4}, (6,)),
     ({"type": "dense", "units": 3, "bias": False}, (6,)),
+    ({"type": "relu6"}, (3, 9, 10)),
+    ({"type": "silu"}, (3, 9, 10)),
+    ({"type": "silu"}, (6,)),
+    ({"type": "hardswish"}, (3, 9, 10)),
+    ({"type": "hardsigmoid"}, (3, 9, 10)),
+    ({"type": "gelu"}, (3, 9, 10)),
+    ({"type": "gelu", "approximate": "tanh"}, (6,)),
+    ({"type": "batchnorm", "affine": False}, (3, 9, 10)),
+    ({"type": "batchnorm", "affine": False}, (7,)),
+    ({"type": "layernorm"}, (3, 9, 10)),
+    ({"type": "layernorm", "eps": 0.5, "affine": False}, (7,)),
+    ({"type": "groupnorm", "groups": 3}, (6, 9, 10)),
+    ({"type": "groupnorm", "groups": 2, "eps": 1.0e-3, "affine": False}, (6,)),
+    ({"type": "lrn", "size": 5}, (6, 9, 10)),                        # alpha 1e-4: PyTorch's formula in float64
+    ({"type": "lrn", "size": 3, "alpha": 0.5, "beta": 0.5, "k": 2.0}, (6, 9, 10)),   # float32-exact: LRN
+    ({"type": "lrn", "size": 4, "alpha": 0.25}, (6, 9, 10)),          # even size: PyTorch's formula
+    ({"type": "adaptive_avgpool", "output_size": [3, 5]}, (3, 9, 10)),  # uniform: AveragePool
+    ({"type": "adaptive_avgpool", "output_size": [4, 3]}, (3, 9, 10)),  # uneven both ways
+    ({"type": "adaptive_avgpool", "output_size": [12, 1]}, (3, 9, 10)),  # more rows than the input
+    ({"type": "channel_split", "parts": 3, "index": 2}, (6, 9, 10)),
+    ({"type": "channel_split", "index": 0}, (6,)),
+    ({"type": "channel_shuffle", "groups": 3}, (6, 9, 10)),
 ]
 
 
@@ -211,6 +233,37 @@ def test_dag_add_concat_both_layouts(layout):
         assert dims == (["N", 15, 4, 5] if layout == "CHW" else ["N", 4, 5, 15])
 
 
+@pytest.mark.parametrize("layout", ["CHW", "HWC"])
+def test_squeeze_excitation_and_shuffle_unit_both_layouts(layout):
+    """multiply with a [C, 1, 1] gate (convolutions), a [C] gate (dense), and of equal shapes; a ShuffleNet v2
+    unit: channel_split, a branch, concat, channel_shuffle."""
+    layers = [
+        {"name": "c", "type": "conv2d", "filters": 8, "kernel": 3, "padding": 1},
+        {"name": "pool", "type": "global_avgpool"},
+        {"name": "fc1", "type": "conv2d", "filters": 2, "kernel": 1},
+        {"name": "act", "type": "silu"},
+        {"name": "fc2", "type": "conv2d", "filters": 8, "kernel": 1},
+        {"name": "gate", "type": "hardsigmoid"},
+        {"name": "se", "type": "multiply", "inputs": ["c", "gate"]},
+        {"name": "flat", "type": "flatten", "inputs": ["pool"]},
+        {"name": "d", "type": "dense", "units": 8},
+        {"name": "g2", "type": "sigmoid"},
+        {"name": "se2", "type": "multiply", "inputs": ["g2", "se"]},
+        {"name": "sq", "type": "multiply", "inputs": ["se2", "se2"]},
+        {"name": "left", "type": "channel_split", "index": 0},
+        {"name": "right", "type": "channel_split", "index": 1, "inputs": ["sq"]},
+        {"name": "b", "type": "conv2d", "filters": 4, "kernel": 1},
+        {"name": "bn", "type": "batchnorm"},
+        {"name": "r", "type": "relu6"},
+        {"name": "cat", "type": "concat", "inputs": ["left", "r"]},
+        {"name": "shuffle", "type": "channel_shuffle", "groups": 2},
+    ]
+    shape = (3, 7, 9) if layout == "CHW" else (7, 9, 3)
+    for dtype in ("float64", "float32"):
+        m = check(build(layers, shape=shape, layout=layout, dtype=dtype))
+        assert m.graph.output[0].name == "shuffle"
+
+
 def _random_layer(rng: random.Random, shape, names):
     """One random layer that fits `shape` (internal CHW or (F,)), or None."""
     if len(shape) == 1:
@@ -288,7 +341,7 @@ def test_random_specs_cover_layouts_dtypes_merges_and_padding_modes():
 
 def test_single_layer_cases_cover_every_layer_type():
     """A new layer type in the schema needs export tests here."""
-    covered = {layer["type"] for layer, _ in SIMPLE} | {"conv2d", "maxpool", "avgpool", "add", "concat"}
+    covered = {layer["type"] for layer, _ in SIMPLE} | {"conv2d", "maxpool", "avgpool", "add", "concat", "multiply"}
     assert covered == set(LAYER_TYPES)
 
 

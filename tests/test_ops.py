@@ -12,6 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
+from cnnspec.onnx_fixes import reference_ops
 from cnnspec.ops import OPS, get_op
 from cnnspec.ops.gradcheck_util import numeric_grad, rel_error
 
@@ -111,6 +112,39 @@ CASES = [
     ("add3", "add", {}, [(2, 3, 2, 2)] * 3, {}),
     ("concat_4d", "concat", {}, [(2, 1, 3, 3), (2, 3, 3, 3), (2, 2, 3, 3)], {}),
     ("concat_2d", "concat", {}, [(3, 4), (3, 2)], {}),
+    # Activations: inputs are scaled in make_case to cross every piece (relu6's 0 and 6, hard*'s -3 and 3).
+    ("relu6", "relu6", {}, [(2, 3, 4, 4)], {}),
+    ("silu", "silu", {}, [(2, 3, 4, 4)], {}),
+    ("hardswish", "hardswish", {}, [(2, 3, 4, 4)], {}),
+    ("hardsigmoid", "hardsigmoid", {}, [(4, 10)], {}),
+    ("gelu", "gelu", {"approximate": "none"}, [(2, 3, 4, 4)], {}),
+    ("gelu_tanh", "gelu", {"approximate": "tanh"}, [(4, 10)], {}),
+    ("batchnorm_noaffine_train", "batchnorm", {"eps": 2.0 ** -17, "momentum": 0.1, "affine": False}, [(3, 2, 3, 4)],
+     {}, True),
+    ("batchnorm_noaffine_eval", "batchnorm", {"eps": 2.0 ** -17, "momentum": 0.1, "affine": False}, [(5, 3)], {},
+     False),
+    ("layernorm_4d", "layernorm", {"eps": 2.0 ** -10, "affine": True}, [(2, 3, 3, 4)],
+     {"weight": (3, 3, 4), "bias": (3, 3, 4)}),
+    ("layernorm_2d", "layernorm", {"eps": 2.0 ** -10, "affine": True}, [(3, 5)], {"weight": (5,), "bias": (5,)}),
+    ("layernorm_noaffine", "layernorm", {"eps": 0.5, "affine": False}, [(2, 2, 3, 3)], {}),
+    ("groupnorm_4d", "groupnorm", {"groups": 2, "eps": 2.0 ** -10, "affine": True}, [(2, 4, 3, 3)],
+     {"weight": (4,), "bias": (4,)}),
+    ("groupnorm_2d", "groupnorm", {"groups": 3, "eps": 2.0 ** -10, "affine": True}, [(3, 6)],
+     {"weight": (6,), "bias": (6,)}),
+    ("groupnorm_noaffine_1group", "groupnorm", {"groups": 1, "eps": 0.5, "affine": False}, [(2, 3, 2, 3)], {}),
+    ("lrn_size3", "lrn", {"size": 3, "alpha": 0.5, "beta": 0.75, "k": 1.0}, [(2, 5, 3, 3)], {}),
+    ("lrn_size4_even", "lrn", {"size": 4, "alpha": 0.25, "beta": 0.5, "k": 2.0}, [(2, 6, 2, 3)], {}),
+    ("lrn_size5_wide", "lrn", {"size": 5, "alpha": 1.0, "beta": 1.5, "k": 0.5}, [(1, 4, 3, 2)], {}),
+    ("adaptive_avgpool_uneven", "adaptive_avgpool", {"output_size": (3, 2)}, [(2, 2, 7, 5)], {}),
+    ("adaptive_avgpool_up", "adaptive_avgpool", {"output_size": (5, 4)}, [(1, 2, 3, 3)], {}),
+    ("adaptive_avgpool_uniform", "adaptive_avgpool", {"output_size": (2, 3)}, [(2, 2, 6, 6)], {}),
+    ("multiply_same", "multiply", {"gate": None}, [(2, 3, 2, 2)] * 2, {}),
+    ("multiply_gate_1d", "multiply", {"gate": 1}, [(2, 3, 4, 4), (2, 3)], {}),
+    ("multiply_gate_first", "multiply", {"gate": 0}, [(2, 3, 1, 1), (2, 3, 3, 2)], {}),
+    ("channel_split_4d", "channel_split", {"start": 2, "stop": 4}, [(2, 6, 2, 3)], {}),
+    ("channel_split_2d", "channel_split", {"start": 0, "stop": 3}, [(3, 9)], {}),
+    ("channel_shuffle_g2", "channel_shuffle", {"groups": 2}, [(2, 6, 2, 3)], {}),
+    ("channel_shuffle_g3", "channel_shuffle", {"groups": 3}, [(3, 6, 1, 2)], {}),
 ]
 
 
@@ -127,8 +161,12 @@ def make_case(case, seed=0, dtype=np.float64):
         xs = [x * 3 + 0.7 for x in xs]
         buffers = {"running_mean": rng.standard_normal(C), "running_var": rng.random(C) + 0.5,
                    "num_batches_tracked": np.array(0, dtype=np.int64)}
-    if op in ("sigmoid", "tanh", "softmax"):
+    if op in ("sigmoid", "tanh", "softmax", "silu", "gelu", "layernorm", "groupnorm", "lrn"):
         xs = [x * 1.5 for x in xs]
+    if op in ("hardswish", "hardsigmoid"):
+        xs = [x * 2.5 for x in xs]  # [-5, 5]: all three pieces
+    if op == "relu6":
+        xs = [x * 4 for x in xs]    # [-8, 8]: below 0, between, above 6
     def cast(arrays):
         return {k: (v.astype(dtype) if v.dtype.kind == "f" else v) for k, v in arrays.items()}
     return op, attrs, [x.astype(dtype) for x in xs], cast(params), cast(buffers), train
@@ -165,7 +203,7 @@ def check_gradients(op, attrs, xs, params, buffers, train, seed=0, backward=None
 def test_registry_matches_schema_layer_types():
     from cnnspec.schema import LAYER_TYPES
     assert set(OPS) == set(LAYER_TYPES)
-    with pytest.raises(KeyError, match="known: add, avgpool"):
+    with pytest.raises(KeyError, match="known: adaptive_avgpool, add, avgpool"):
         get_op("conv3d")
 
 
@@ -343,7 +381,7 @@ def test_add_gradients_are_read_only():
 # ------------------------------------------------------------------ independent forward: onnx.reference
 
 
-def _onnx_run(nodes, inputs: dict, initializers: dict):
+def _onnx_run(nodes, inputs: dict, initializers: dict, opset: int = 21):
     """Run a small float64 ONNX graph (opset 21, IR 10) with the reference evaluator.
 
     The output is declared with OUT_SHAPE (our output's shape), and the strict full check runs ONNX's
@@ -354,10 +392,12 @@ def _onnx_run(nodes, inputs: dict, initializers: dict):
         [helper.make_tensor_value_info(k, TensorProto.DOUBLE, v.shape) for k, v in inputs.items()],
         [helper.make_tensor_value_info("y", TensorProto.DOUBLE, OUT_SHAPE[0])],
         [numpy_helper.from_array(v, k) for k, v in initializers.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
     onnx.checker.check_model(model)
     onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-    return ReferenceEvaluator(model).run(None, inputs)[0]
+    # The evaluator's LRN sums over the wrong axis, and its Gelu and HardSwish run in float32: replaced by the
+    # ONNX spec's formulas (cnnspec/onnx_fixes.py, what verification uses; tested on their own below).
+    return ReferenceEvaluator(model, new_ops=reference_ops(opset)).run(None, inputs)[0]
 
 
 OUT_SHAPE = [None]
@@ -370,8 +410,75 @@ def _pool_onnx_attrs(attrs):
     return a
 
 
+def _i64(*values):
+    return np.array(values, dtype=np.int64)
+
+
 def onnx_forward(op, attrs, xs, params, buffers):
     x0 = {"x0": xs[0]}
+    node = helper.make_node
+    if op == "batchnorm" and not params:
+        C = xs[0].shape[1]
+        params = {"weight": np.ones(C), "bias": np.zeros(C)}
+    if op in ("layernorm", "groupnorm"):
+        shape = xs[0].shape[1:] if op == "layernorm" else xs[0].shape[1:2]
+        inits = params or {"weight": np.ones(shape), "bias": np.zeros(shape)}
+        if op == "layernorm":
+            n = node("LayerNormalization", ["x0", "weight", "bias"], ["y"], axis=1, epsilon=attrs["eps"])
+        else:
+            n = node("GroupNormalization", ["x0", "weight", "bias"], ["y"], num_groups=attrs["groups"],
+                     epsilon=attrs["eps"], stash_type=TensorProto.DOUBLE)
+        return _onnx_run([n], x0, inits)
+    if op == "lrn":
+        size = attrs["size"]
+        if size % 2:
+            return _onnx_run([node("LRN", ["x0"], ["y"], size=size, alpha=attrs["alpha"], beta=attrs["beta"],
+                                   bias=attrs["k"])], x0, {})
+        # ONNX's LRN centres an even window one channel later than PyTorch: PyTorch's own formula instead.
+        nodes = [node("Mul", ["x0", "x0"], ["sq"]), node("Unsqueeze", ["sq", "ax"], ["sq5"]),
+                 node("AveragePool", ["sq5"], ["avg5"], kernel_shape=[size, 1, 1],
+                      pads=[size // 2, 0, 0, (size - 1) // 2, 0, 0], count_include_pad=1),
+                 node("Squeeze", ["avg5", "ax"], ["avg"]), node("Mul", ["avg", "alpha"], ["sa"]),
+                 node("Add", ["sa", "k"], ["div"]), node("Pow", ["div", "beta"], ["p"]), node("Div", ["x0", "p"], ["y"])]
+        return _onnx_run(nodes, x0, {"ax": _i64(1), "alpha": np.array(attrs["alpha"]), "k": np.array(attrs["k"]),
+                                     "beta": np.array(attrs["beta"])})
+    if op == "adaptive_avgpool":
+        # Independent of the exporter: one Slice + ReduceMean per output cell, stacked.
+        (_, _, h, w), (oh, ow) = xs[0].shape, attrs["output_size"]
+        nodes, inits, cells = [], {"axes": _i64(2, 3)}, []
+        for i in range(oh):
+            for j in range(ow):
+                hs, he = (i * h) // oh, -(-((i + 1) * h) // oh)
+                ws, we = (j * w) // ow, -(-((j + 1) * w) // ow)
+                inits[f"s{i}_{j}"], inits[f"e{i}_{j}"] = _i64(hs, ws), _i64(he, we)
+                nodes += [node("Slice", ["x0", f"s{i}_{j}", f"e{i}_{j}", "axes"], [f"win{i}_{j}"]),
+                          node("ReduceMean", [f"win{i}_{j}", "axes"], [f"m{i}_{j}"], keepdims=1)]
+                cells.append(f"m{i}_{j}")
+            nodes.append(node("Concat", cells[-ow:], [f"row{i}"], axis=3))
+        nodes.append(node("Concat", [f"row{i}" for i in range(oh)], ["y"], axis=2))
+        return _onnx_run(nodes, x0, inits)
+    if op == "multiply":
+        names, inits = ["x0", "x1"], {}
+        if attrs["gate"] is not None and xs[attrs["gate"]].ndim == 2:
+            g = f"x{attrs['gate']}"
+            nodes = [node("Unsqueeze", [g, "axes"], ["g4"])]
+            inits["axes"] = _i64(2, 3)
+            names[attrs["gate"]] = "g4"
+        else:
+            nodes = []
+        return _onnx_run(nodes + [node("Mul", names, ["y"])], {"x0": xs[0], "x1": xs[1]}, inits)
+    if op == "channel_split":
+        return _onnx_run([node("Slice", ["x0", "s", "e", "a"], ["y"])], x0,
+                         {"s": _i64(attrs["start"]), "e": _i64(attrs["stop"]), "a": _i64(1)})
+    if op == "channel_shuffle":
+        # ONNX has no channel shuffle: PyTorch's view (N, g, C/g, ...), transpose, view back.
+        n, c = xs[0].shape[:2]
+        g = attrs["groups"]
+        rest = xs[0].shape[2:]
+        return _onnx_run([node("Reshape", ["x0", "s1"], ["r"]), node("Transpose", ["r"], ["t"],
+                                                                      perm=[0, 2, 1, *range(3, len(rest) + 3)]),
+                          node("Reshape", ["t", "s2"], ["y"])], x0,
+                         {"s1": _i64(n, g, c // g, *rest), "s2": _i64(n, c, *rest)})
     if op == "conv2d":
         pt, pl, pb, pr = attrs["pads"]
         conv_in, nodes, conv_pads = "x0", [], [pt, pl, pb, pr]
@@ -402,10 +509,19 @@ def onnx_forward(op, attrs, xs, params, buffers):
         names = [f"x{i}" for i in range(len(xs))]
         node = helper.make_node("Sum", names, ["y"]) if op == "add" else helper.make_node("Concat", names, ["y"], axis=1)
         return _onnx_run([node], dict(zip(names, xs)), {})
+    if op == "relu6":
+        return _onnx_run([node("Clip", ["x0", "lo", "hi"], ["y"])], x0, {"lo": np.array(0.0), "hi": np.array(6.0)})
+    if op == "silu":
+        return _onnx_run([node("Sigmoid", ["x0"], ["s"]), node("Mul", ["x0", "s"], ["y"])], x0, {})
+    if op == "hardsigmoid":  # the HardSigmoid op's alpha is a float32 attribute; 1/6 is not exact in float32
+        return _onnx_run([node("Add", ["x0", "three"], ["a"]), node("Clip", ["a", "lo", "hi"], ["c"]),
+                          node("Div", ["c", "hi"], ["y"])], x0,
+                         {"three": np.array(3.0), "lo": np.array(0.0), "hi": np.array(6.0)})
     simple = {"relu": ("Relu", {}), "leaky_relu": ("LeakyRelu", {"alpha": attrs.get("slope")}),
               "sigmoid": ("Sigmoid", {}), "tanh": ("Tanh", {}), "softmax": ("Softmax", {"axis": 1}),
               "global_avgpool": ("GlobalAveragePool", {}), "flatten": ("Flatten", {"axis": 1}),
-              "dropout": ("Identity", {})}
+              "dropout": ("Identity", {}), "hardswish": ("HardSwish", {}),
+              "gelu": ("Gelu", {"approximate": attrs.get("approximate", "none")})}
     onnx_op, onnx_attrs = simple[op]
     return _onnx_run([helper.make_node(onnx_op, ["x0"], ["y"], **onnx_attrs)], x0, {})
 

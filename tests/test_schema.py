@@ -13,7 +13,8 @@ from cnnspec.errors import SpecError
 
 HEAD = "cnnspec: 1\nname: t\ninput:\n  shape: [3, 8, 8]\nlayers:\n"   # layers start on line 6
 TYPES = ("conv2d, batchnorm, relu, leaky_relu, sigmoid, tanh, softmax, maxpool, avgpool, global_avgpool, flatten, "
-         "dropout, dense, add, concat")
+         "dropout, dense, add, concat, relu6, silu, hardswish, hardsigmoid, gelu, layernorm, groupnorm, lrn, "
+         "adaptive_avgpool, multiply, channel_split, channel_shuffle")
 
 
 def problems(text: str) -> list[tuple[int | None, int | None, str]]:
@@ -61,6 +62,20 @@ def test_every_layer_type_with_every_option():
   - {name: dr, type: dropout, rate: 0.0}
   - {name: fc, type: dense, units: 3, bias: false}
   - {name: sm, type: softmax}
+  - {name: r6, type: relu6, inputs: [c]}
+  - {name: si, type: silu}
+  - {name: hs, type: hardswish}
+  - {name: hsg, type: hardsigmoid}
+  - {name: ge, type: gelu, approximate: tanh}
+  - {name: ln, type: layernorm, eps: 1.0e-3, affine: false}
+  - {name: gn, type: groupnorm, groups: 2, eps: 1.0e-3, affine: true}
+  - {name: lrn, type: lrn, size: 3, alpha: 1.0e-3, beta: 0.5, k: 2.0}
+  - {name: bn2, type: batchnorm, affine: false}
+  - {name: aap, type: adaptive_avgpool, output_size: [3, 2]}
+  - {name: half, type: channel_split, parts: 2, index: 1}
+  - {name: shuf, type: channel_shuffle, groups: 2, inputs: [aap]}
+  - {name: gate, type: global_avgpool}
+  - {name: mul, type: multiply, inputs: [shuf, gate]}
 output: fc
 loss: {type: bce_with_logits, reduction: sum}
 optimizer: {type: sgd, lr: 0.5, momentum: 0.9, dampening: 0.0, nesterov: true, weight_decay: 1.0e-4}
@@ -70,7 +85,9 @@ description: everything
     spec = cnnspec.loads_spec(text)
     assert [layer.type for layer in spec.layers] == [
         "conv2d", "batchnorm", "relu", "leaky_relu", "sigmoid", "tanh", "maxpool", "avgpool", "add", "concat",
-        "global_avgpool", "flatten", "dropout", "dense", "softmax"]
+        "global_avgpool", "flatten", "dropout", "dense", "softmax", "relu6", "silu", "hardswish", "hardsigmoid",
+        "gelu", "layernorm", "groupnorm", "lrn", "batchnorm", "adaptive_avgpool", "channel_split", "channel_shuffle",
+        "global_avgpool", "multiply"]
     assert set(schema.LAYER_TYPES) == {layer.type for layer in spec.layers}
     assert spec.graph.output == "fc"
 
@@ -292,12 +309,17 @@ def test_nan_in_layers():
 
 def test_literal_choices():
     assert one(HEAD + "  - {type: relu}\nloss: {type: crossentropy}\n") == (
-        7, 14, "loss.type: must be one of cross_entropy, mse, bce_with_logits; got 'crossentropy' (string); "
+        7, 14, "loss.type: must be one of cross_entropy, mse, bce_with_logits, multi_margin; got 'crossentropy' (string); "
                "did you mean 'cross_entropy'?")
     assert one(HEAD.replace("  shape", "  layout: NCHW\n  shape") + "  - {type: relu}\n") == (
         4, 11, "input.layout: must be one of CHW, HWC; got 'NCHW' (string); did you mean 'CHW'?")
-    assert one(HEAD + "  - {type: relu}\noptimizer: {type: adam}\n") == (
-        7, 19, "optimizer.type: must be 'sgd', got 'adam' (string)")
+    assert one(HEAD + "  - {type: relu}\noptimizer: {type: adm}\n") == (
+        7, 19, "optimizer: unknown optimizer type 'adm'; did you mean 'adam'? (valid types: sgd, adam, adamw, rmsprop)")
+    assert one(HEAD + "  - {type: relu}\noptimizer: {type: adam, momentum: 0.9}\n") == (
+        7, 25, "unknown key 'momentum' in optimizer (valid keys: amsgrad, betas, decay_mult, eps, lr, lr_mult, "
+               "schedule, type, weight_decay)")
+    assert one(HEAD + "  - {type: relu}\noptimizer: {schedule: {type: cosin}}\n") == (
+        7, 30, "optimizer.schedule: unknown schedule type 'cosin'; did you mean 'cosine'? (valid types: step, cosine)")
 
 
 def test_names_must_match_the_pattern():

@@ -159,7 +159,7 @@ BAD_EXPECTED = {
                        (7, 56, "ceil_mode: expected true or false, got 'no'"),
                        (8, 12, "duplicate layer name 'conv1'"),
                        (9, 49, "unknown input 'pool2'; did you mean 'pool1'?"),
-                       (10, 14, "loss.type: must be one of cross_entropy, mse, bce_with_logits; got 'crossentropy'")],
+                       (10, 14, "loss.type: must be one of cross_entropy, mse, bce_with_logits, multi_margin; got 'crossentropy'")],
     "truncated": [(7, 1, "YAML syntax error: while parsing a flow node expected the node content, but found "
                          "'<stream end>'")],
     "unknown_keys": [(5, 3, "unknown key 'layuot' in input; did you mean 'layout'?"),

@@ -1,4 +1,4 @@
-"""Max, average and global average pooling (PyTorch MaxPool2d / AvgPool2d / AdaptiveAvgPool2d(1)).
+"""Max, average, global and adaptive average pooling (PyTorch MaxPool2d / AvgPool2d / AdaptiveAvgPool2d).
 
 Both windowed pools loop over the kh*kw kernel offsets, never over pixels: for one offset, the inputs
 seen by every output position form one strided slice of the padded batch-last input (C, Hp, Wp, N),
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import shapes
 from ..shapes import window_out
 from . import parallel
 from .op import Op
@@ -198,6 +199,42 @@ def _global_avgpool_backward(attrs, dout, x_shape):
     return [dx], {}
 
 
+# ---------------------------------------------------------------- adaptive average pool
+
+
+def _adaptive_windows(size: int, out: int) -> list[tuple[int, int]]:
+    return [shapes.adaptive_window(i, size, out) for i in range(out)]
+
+
+def _adaptive_avgpool_forward(attrs, xs, params, buffers, train, rng):
+    """x: (N, C, H, W) -> (N, C, oh, ow): output (i, j) is the mean of its window (PyTorch's
+    AdaptiveAvgPool2d). A window is a rectangle, so its mean is taken along H, then along W."""
+    (x,) = xs
+    N, C, H, W = x.shape
+    oh, ow = attrs["output_size"]
+    rows, cols = _adaptive_windows(H, oh), _adaptive_windows(W, ow)
+    t = batch_first(np.empty((C, oh, W, N), x.dtype))  # batch-last, as the engine stores activations
+    for i, (a, b) in enumerate(rows):
+        t[:, :, i] = x[:, :, a:b].mean(axis=2)
+    out = batch_first(np.empty((C, oh, ow, N), x.dtype))
+    for j, (a, b) in enumerate(cols):
+        out[:, :, :, j] = t[:, :, :, a:b].mean(axis=3)
+    return out, x.shape, {}
+
+
+def _adaptive_avgpool_backward(attrs, dout, x_shape):
+    N, C, H, W = x_shape
+    oh, ow = attrs["output_size"]
+    dt = batch_first(np.zeros((C, oh, W, N), dout.dtype))
+    for j, (a, b) in enumerate(_adaptive_windows(W, ow)):
+        dt[:, :, :, a:b] += dout[:, :, :, j, None] / (b - a)
+    dx = batch_first(np.zeros((C, H, W, N), dout.dtype))
+    for i, (a, b) in enumerate(_adaptive_windows(H, oh)):
+        dx[:, :, a:b] += dt[:, :, i, None] / (b - a)
+    return [dx], {}
+
+
 maxpool = Op("maxpool", _maxpool_forward, _maxpool_backward)
 avgpool = Op("avgpool", _avgpool_forward, _avgpool_backward)
 global_avgpool = Op("global_avgpool", _global_avgpool_forward, _global_avgpool_backward)
+adaptive_avgpool = Op("adaptive_avgpool", _adaptive_avgpool_forward, _adaptive_avgpool_backward)
