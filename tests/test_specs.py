@@ -31,6 +31,10 @@ EXPECTED = {
     "lenet5": (61_706, (10,), 0),
     "resnet_basic_block": (74_634, (10,), 256),
     "vgg_blocks": (2_360_138, (10,), 0),
+    # Parts of published networks (specs/architectures/ has the whole ones and test_architectures.py their counts):
+    # torchvision's efficientnet_b0().features[2] and shufflenet_v2_x1_0().stage2[1].
+    "mbconv_se_stage": (16_714, (24, 16, 16), 1_056),
+    "shufflenet_v2_unit": (7_598, (116, 28, 28), 348),
 }
 
 
