@@ -9,6 +9,7 @@ from math import prod
 
 from . import shapes
 from .graph import Graph, Node
+from .layer_rules import EXPLAIN
 from .schema import INPUT_NAME
 
 
@@ -117,12 +118,16 @@ def _batchnorm(graph: Graph, node: Node) -> list[str]:
     over = "N x H x W values (every pixel of every image in the batch)" if len(node.shape) == 3 else "the N samples"
     what = "channels" if len(node.shape) == 3 else "features"
     return [f"for {_each(c, what[:-1])}: mean and variance over {over}",
-            f"x_hat = (x - mean) / sqrt(var + eps), eps = {node.attrs['eps']}; y = gamma * x_hat + beta",
+            f"x_hat = (x - mean) / sqrt(var + eps), eps = {node.attrs['eps']}; "
+            + ("y = gamma * x_hat + beta" if node.attrs.get("affine", True) else "y = x_hat"),
             "training uses the batch's statistics (biased variance); evaluation uses the running ones",
             f"running = (1 - {node.attrs['momentum']}) * running + {node.attrs['momentum']} * batch "
             "(running variance uses the unbiased n-1 estimate, as PyTorch)",
             f"parameters: gamma and beta per {what[:-1]} = 2*{c} = {2 * c}; running mean and variance "
-            f"({2 * c} values) are buffers, not trained; shape unchanged"]
+            f"({2 * c} values) are buffers, not trained; shape unchanged"
+            if node.attrs.get("affine", True) else
+            f"affine: false: no gamma and beta (y = x_hat), no parameters; running mean and variance "
+            f"({2 * c} values) are buffers; shape unchanged"]
 
 
 def _same(graph: Graph, node: Node) -> list[str]:
@@ -174,3 +179,4 @@ def _concat(graph: Graph, node: Node) -> list[str]:
 
 _RULES = {"conv2d": _conv2d, "maxpool": _pool, "avgpool": _pool, "batchnorm": _batchnorm, "flatten": _flatten,
           "dense": _dense, "global_avgpool": _global_avgpool, "add": _add, "concat": _concat}
+_RULES.update(EXPLAIN)  # the layers of layer_rules.py

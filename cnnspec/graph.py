@@ -194,8 +194,10 @@ def _batchnorm(layer, in_shapes, srcs, graph):
         raise _LayerProblem(f"batchnorm needs a [C, H, W] or [features] input, got {_fmt(shape)}")
     c = shape[0]
     attrs = {"eps": layer.eps, "momentum": layer.momentum}
-    return shape, attrs, {"weight": (c,), "bias": (c,)}, \
-        {"running_mean": (c,), "running_var": (c,), "num_batches_tracked": ()}, 0
+    if not layer.affine:
+        attrs["affine"] = False  # no weight and bias (the ops see it from the params too)
+    params = {"weight": (c,), "bias": (c,)} if layer.affine else {}
+    return shape, attrs, params, {"running_mean": (c,), "running_var": (c,), "num_batches_tracked": ()}, 0
 
 
 def _elementwise(layer, in_shapes, srcs, graph):
@@ -238,6 +240,10 @@ RULES: dict[str, Callable] = {
     "global_avgpool": _global_avgpool, "flatten": _flatten, "dropout": _elementwise, "dense": _dense,
     "add": _merge, "concat": _merge,
 }
+from .layer_rules import MULTI_INPUT, RULES as _MORE_RULES  # noqa: E402 - it reads _LayerProblem from here
+
+RULES.update(_MORE_RULES)
+MERGE_TYPES = MERGE_TYPES + MULTI_INPUT
 
 
 def _default_names(layers: list[tuple[str | None, str | None]]) -> list[str | None]:
@@ -509,13 +515,17 @@ def build_graph(spec: Spec, max_memory=None) -> Graph:
     else:
         graph.output = names[-1]
     out_node = graph.nodes.get(graph.output)
-    if spec.loss is not None and spec.loss.type == "cross_entropy" and out_node is not None \
+    if spec.loss is not None and spec.loss.type in ("cross_entropy", "multi_margin") and out_node is not None \
             and len(out_node.shape) != 1:
-        problem(f"loss cross_entropy needs class scores [classes] per sample from the output layer, got "
+        problem(f"loss {spec.loss.type} needs class scores [classes] per sample from the output layer, got "
                 f"{_fmt(graph.declared(out_node.shape))} from '{graph.output}'; end with a flatten (or "
                 "global_avgpool + flatten) and a dense layer", ("loss", "type"))
     if spec.weights is not None:
         _check_weights(spec, graph, {names[i] for i in failed}, problem)
+    if not failed:
+        from .layer_rules import optimizer_problems
+        for msg, path in optimizer_problems(spec, graph):
+            problem(msg, path, True)
     if not failed and out_node is not None and len(graph.nodes) == len(spec.layers):
         found = limits.spec_problem(graph, limit)
         if found is not None:

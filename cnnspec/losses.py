@@ -107,8 +107,39 @@ def bce_with_logits(pred: np.ndarray, target: np.ndarray, reduction: str = "mean
     return loss, dpred.astype(pred.dtype, copy=False)
 
 
+def multi_margin(pred: np.ndarray, target: np.ndarray, reduction: str = "mean") -> tuple[float, np.ndarray]:
+    """pred: (N, K) scores; target: (N,) integer classes. The multiclass hinge (SVM) loss, PyTorch's
+    MultiMarginLoss(p=1, margin=1): loss_n = sum over i != y of max(0, 1 - pred[y] + pred[i]) / K.
+    A margin of exactly 0 contributes no gradient (PyTorch's backward tests > 0)."""
+    _check_reduction(reduction, "multi_margin")
+    pred, target = np.asarray(pred), np.asarray(target)
+    _check_float("prediction", pred, "multi_margin")
+    if pred.ndim != 2:
+        raise ValueError(f"multi_margin: prediction must be (N, K) class scores, got shape {pred.shape}")
+    N, K = pred.shape
+    if target.shape != (N,) or not np.issubdtype(target.dtype, np.integer):
+        raise ValueError(f"multi_margin: target must be ({N},) integer class indices, got shape {target.shape}, "
+                         f"dtype {target.dtype}")
+    bad = (target < 0) | (target >= K)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"multi_margin: class index {int(target[i])} (row {i}) is out of range; valid: 0..{K - 1}")
+    rows = np.arange(N)
+    margins = 1.0 - pred[rows, target][:, None] + pred
+    margins[rows, target] = 0.0
+    active = margins > 0
+    losses = np.where(active, margins, 0.0).sum(axis=1) / K
+    dpred = active / K
+    dpred[rows, target] = -active.sum(axis=1) / K
+    if reduction == "mean":
+        dpred /= N
+        return float(losses.sum() / N), dpred.astype(pred.dtype, copy=False)
+    return float(losses.sum()), dpred.astype(pred.dtype, copy=False)
+
+
 LOSSES: dict[str, Callable[[np.ndarray, np.ndarray, str], tuple[float, np.ndarray]]] = {
     "cross_entropy": cross_entropy,
     "mse": mse,
     "bce_with_logits": bce_with_logits,
+    "multi_margin": multi_margin,
 }

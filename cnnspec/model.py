@@ -24,7 +24,7 @@ from .graph import PARAM_LAYOUT, Graph, load_spec
 from .init import init_state
 from .losses import LOSSES
 from .ops import OPS
-from .optim import sgd_step
+from . import optim
 from .schema import INPUT_NAME, Spec
 
 class Model:
@@ -39,7 +39,9 @@ class Model:
         self.max_memory: int = limits.resolve(max_memory)  # bytes; see limits.py
         limits.check_spec(self.graph, self.max_memory, self.dtype)  # before allocating the parameters
         self.params, self.buffers = init_state(self.graph, self.dtype, spec.init.seed, spec.init.scheme)
-        self.velocity: dict[str, np.ndarray] = {}
+        self.velocity: dict[str, np.ndarray] = {}  # optimizer state by name (optim.update)
+        self.epoch = 0        # epochs completed: what a `per: epoch` schedule counts (train sets it)
+        self.steps_taken = 0  # optimizer steps taken: what a `per: step` schedule counts
         self.grads: dict[str, np.ndarray] = {}
         self.input_grad: np.ndarray | None = None
         self.activations: dict[str, np.ndarray] = {}
@@ -298,7 +300,7 @@ class Model:
         return grads
 
     def step(self, grads: dict[str, np.ndarray] | None = None) -> None:
-        """One SGD update (the spec's optimizer, PyTorch's formulas) with the last backward's gradients."""
+        """One update of the spec's optimizer (PyTorch's formulas) with the last backward's gradients."""
         grads = grads if grads is not None else self.grads
         if not grads:
             raise DataError("call backward() before step()")
@@ -308,18 +310,19 @@ class Model:
                                  f"{self.params[name].shape}")
         o = self.spec.optimizer
         # One parameter at a time, so the old and new values of only one tensor coexist (limits.py counts
-        # that); new dicts, so dicts a caller holds keep the values from before the step.
+        # that); new dicts, so dicts a caller holds keep the values from before the step. The optimizer's
+        # state (SGD's velocity, Adam's moments, ...) lives in self.velocity, keyed by name (optim.update).
         params, velocity = dict(self.params), dict(self.velocity)
         self.params, self.velocity = params, velocity
         for name in list(params):
             if name not in grads:
                 continue
-            one = {name: velocity[name]} if name in velocity else {}
-            p, v = sgd_step({name: params[name]}, {name: grads[name]}, one, lr=o.lr, momentum=o.momentum,
-                            dampening=o.dampening, nesterov=o.nesterov, weight_decay=o.weight_decay)
-            params[name] = p[name]
-            if name in v:
-                velocity[name] = v[name]
+            lr_mult, decay_mult = optim.multipliers(o, name)
+            lr = optim.scheduled_lr(o, self.epoch, self.steps_taken, base=o.lr * lr_mult)  # as a param group
+            params[name], new_state = optim.update(o, name, params[name], grads[name], velocity, lr,
+                                                   o.weight_decay * decay_mult)
+            velocity.update(new_state)
+        self.steps_taken += 1
 
     def evaluate(self, x, target, batch_size: int = 32) -> "Evaluation":
         """The loss over a whole data set in evaluation mode (batch norm's running statistics, no dropout),
