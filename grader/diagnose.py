@@ -611,26 +611,33 @@ def update_mistakes(ctx: Context):
     r.ensure_computed()
     o = r.spec.optimizer
     theta = r.initial_params[q.param]
+    sgd = o.type == "sgd"  # the formula-level slips below are SGD's (w - lr g); other optimizers get the generic ones
     if q.steps == 1:
         g = r.grads[q.param]
         lr = o.lr
-        cases = [
-            ("wrong_sign", r.sgd_from_grad(q.param, -g), f"the step went uphill: gradient descent SUBTRACTS lr x "
-             f"gradient (w_new = w - {lr:g} x dL/dw)"),
-            ("no_learning_rate", theta - g if o.weight_decay == 0 and o.momentum == 0 else None,
-             f"the learning rate was left out: w_new = w - lr x dL/dw with lr = {lr:g}"),
-            ("step_not_weight", -lr * g, "that is the step (-lr x gradient); add it to the old weight"),
-            ("step_not_weight", lr * g, "that is lr x gradient; the new weight is w - lr x gradient"),
+        if sgd:
+            cases = [
+                ("wrong_sign", r.step_from_grad(q.param, -g), f"the step went uphill: gradient descent SUBTRACTS lr "
+                 f"x gradient (w_new = w - {lr:g} x dL/dw)"),
+                ("no_learning_rate", theta - g if o.weight_decay == 0 and o.momentum == 0 else None,
+                 f"the learning rate was left out: w_new = w - lr x dL/dw with lr = {lr:g}"),
+                ("step_not_weight", -lr * g, "that is the step (-lr x gradient); add it to the old weight"),
+                ("step_not_weight", lr * g, "that is lr x gradient; the new weight is w - lr x gradient"),
+            ]
+        else:
+            cases = [("wrong_sign", r.step_from_grad(q.param, -g), f"the step went uphill: {o.type} moves the weight "
+                      "against the gradient, you moved it along")]
+        cases += [
             ("gradient_not_weight", g, "that is the gradient; the question asks for the updated weight"),
             ("unchanged", theta, "that is the weight before the update"),
-            ("weight_decay_forgotten", theta - lr * g if o.weight_decay > 0 else None,
+            ("weight_decay_forgotten", theta - lr * g if sgd and o.weight_decay > 0 else None,
              f"weight decay was left out: the gradient gets + weight_decay x w ({o.weight_decay:g} x w) first"),
         ]
         yield from _all(ctx, cases)
         return
     cases = [("one_step_only", r.params_after(1)[q.param], f"that is the weight after ONE step; the question asks "
               f"for {q.steps} steps (forward, backward, update, repeated)")]
-    if o.momentum > 0:
+    if sgd and o.momentum > 0:
         cases.append(("momentum_forgotten", r.params_after_with(q.steps, momentum=0.0, nesterov=False)[q.param],
                       f"momentum was left out: from the second step on, the velocity b = {o.momentum:g} b + g "
                       "carries the earlier gradients"))

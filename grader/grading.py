@@ -367,7 +367,7 @@ class Grader:
         if k == "param_after_steps" and q.steps == 1 and "gradient" in by_kind:
             gq, g = by_kind["gradient"]
             if gq.param == q.param:
-                return run.sgd_from_grad(q.param, g)
+                return run.step_from_grad(q.param, g)
         return None
 
 

@@ -17,7 +17,7 @@ import yaml
 
 import cnnspec
 from cnnspec.errors import CnnspecError, DataError
-from cnnspec.optim import sgd_step
+from cnnspec import optim
 from cnnspec.schema import INPUT_NAME
 
 from .assignment import Assignment, Variant
@@ -149,15 +149,17 @@ class ModelRun:
         grads = {k: np.array(v) for k, v in model.backward().items()}
         return grads, (np.array(model.input_grad) if model.input_grad is not None else None)
 
-    def sgd_from_grad(self, param: str, grad: np.ndarray) -> np.ndarray:
-        """One step of the spec's optimizer from the initial parameters, with the student's gradient."""
+    def step_from_grad(self, param: str, grad: np.ndarray) -> np.ndarray:
+        """One step of the spec's optimizer (SGD, Adam, AdamW, RMSprop; with the parameter's lr_mult/decay_mult
+        and the schedule's first learning rate) from the initial parameters, with the student's gradient."""
         self.ensure_computed()
         o = self.spec.optimizer
         theta = self.initial_params[param]
-        new, _ = sgd_step({param: theta}, {param: np.asarray(grad, dtype=theta.dtype)}, {}, lr=o.lr,
-                          momentum=o.momentum, dampening=o.dampening, nesterov=o.nesterov,
-                          weight_decay=o.weight_decay)
-        return new[param]
+        lr_mult, decay_mult = optim.multipliers(o, param)
+        lr = optim.scheduled_lr(o, 0, 0, base=o.lr * lr_mult)
+        new, _ = optim.update(o, param, theta, np.asarray(grad, dtype=theta.dtype), {}, lr,
+                              o.weight_decay * decay_mult)
+        return new
 
     def _layers(self, layer: str, src: Optional[str]) -> Optional[list[str]]:
         """The layers a recomputation runs: `layer` alone (src None: from its own input), or the chain from `src`."""

@@ -148,7 +148,7 @@ def test_a_chain_whose_middle_is_wrong_for_both_stops_there(crp):
     wrong = run.output - run.initial_params["fc.bias"]
     g = run.grads_for_output(wrong)[0]["fc.bias"]
     g_bad = g * 3                                            # wrong for the reference and for the logits
-    b_new = run.sgd_from_grad("fc.bias", g_bad)              # but the step is right for that gradient
+    b_new = run.step_from_grad("fc.bias", g_bad)              # but the step is right for that gradient
     r = by_id(grader.grade(crp, submit({"logits": wrong.tolist(), "grad_b": g_bad.tolist(),
                                         "b_new": b_new.tolist()}, "s101")))
     assert r["grad_b"].outcome == "wrong" and r["grad_b"].carried_forward is None
@@ -592,7 +592,7 @@ def test_the_rule_follows_the_chain(crp):
     logits = run_of(crp, "s101").output
     grads = run.grads_for_output(logits)[0]["fc.bias"]
     sub = {"logits": logits.tolist(), "grad_b": grads.tolist(),
-           "b_new": run.sgd_from_grad("fc.bias", grads).tolist()}
+           "b_new": run.step_from_grad("fc.bias", grads).tolist()}
     g = grader.Grader(crp, check_copying=True)
     g.grade_file(FB / "s101_own.yaml")
     q = by_id(g.grade(submit(sub, "s104")))

@@ -65,11 +65,17 @@ def test_an_sgd_step_is_not_an_adam_step(adam_grader, tmp_path):
     assert r.error is None and q["w1_adam"].status == "failed" and q["grad_w1"].status == "passed"
 
 
-@pytest.mark.xfail(strict=True, reason="grader/diagnose.py's update detectors assume SGD (optimizer.momentum) and "
-                   "grader/reference.py's sgd_from_grad carries a wrong gradient forward with SGD's formula: the "
-                   "lead's grader change (cnnspec.optim.update) removes this marker")
 def test_a_wrong_gradient_carried_into_an_adam_step(adam_grader, tmp_path):
     r = grade(adam_grader, tmp_path, {**RIGHT, "grad_w1": 3.144, "w1_adam": 0.49})  # right for their gradient
     q = {q.id: q for q in r.questions}
     assert r.error is None
     assert q["w1_adam"].outcome == "carried_forward"
+
+
+def test_a_wrong_adam_step_is_diagnosed_without_sgd_formulas(adam_grader, tmp_path):
+    """Uphill with the right gradient: Adam's own formula gives 0.49; SGD-only slips (lr x g) are not offered."""
+    r = grade(adam_grader, tmp_path, {**RIGHT, "w1_adam": 0.49})
+    q = {q.id: q for q in r.questions}
+    assert r.error is None and not r.internal_error
+    assert [d.code for d in q["w1_adam"].diagnoses] == ["wrong_sign"]
+    assert "adam moves the weight against the gradient" in q["w1_adam"].diagnoses[0].message
