@@ -368,10 +368,10 @@ class Model:
 def predictions(loss_type: str, out: np.ndarray, target: np.ndarray):
     """(true, predicted, classes) as flat integer arrays for a classification loss, None for regression (mse).
 
-    cross_entropy: out (N, K) logits, the class is the argmax; targets are indices or per-class probabilities
-    (their argmax). bce_with_logits: every output is a yes/no label, predicted yes when the logit is > 0 and
+    cross_entropy, multi_margin: out (N, K) class scores, the class is the argmax; targets are indices or
+    per-class probabilities (their argmax). bce_with_logits: every output is a yes/no label, predicted yes when the logit is > 0 and
     true when the target is > 0.5 (classes 0 and 1)."""
-    if loss_type == "cross_entropy" and out.ndim == 2:
+    if loss_type in ("cross_entropy", "multi_margin") and out.ndim == 2:
         true = target if target.ndim == 1 else target.argmax(axis=1)
         return true.astype(np.int64, copy=False), out.argmax(axis=1), out.shape[1]
     if loss_type == "bce_with_logits":

@@ -346,3 +346,19 @@ def test_a_regression_curve_has_no_accuracy_panel_and_long_labels_wrap():
     labels = [t.text for t in root.iter(f"{SVG}text") if t.get("class") == "axis-label" and t.get("transform")]
     assert len(labels) == 2 and all(len(t) * CHAR <= 240 for t in labels)    # wrapped to the panel's height
     assert " ".join(labels) == "loss (bce_with_logits, mean), log scale (0 on the bottom edge)"
+
+
+def test_a_per_epoch_schedule_advances_with_the_epochs(capsys, tmp_path):
+    """gamma 1e-12 every epoch: the second epoch's steps are ~0, so two epochs end where one ended (one batch
+    per epoch, the same batch). Without the epoch count reaching the model, epoch 2 would step at the full lr."""
+    spec, data = line(tmp_path, 0.05)
+    spec.write_text(spec.read_text().replace("optimizer: {lr: 0.05}",
+                                             "optimizer: {lr: 0.05, schedule: {type: step, step_size: 1, gamma: 1.0e-12}}"))
+    ends = []
+    for epochs in (1, 2):
+        out = tmp_path / f"w{epochs}.npz"
+        code, _, err = cli(capsys, "train", spec, "--data", data, "--epochs", epochs, "--batch-size", 64, "--out", out)
+        assert code == 0, err
+        ends.append(np.load(out)["fc.weight"])
+    assert np.allclose(ends[0], ends[1], rtol=0, atol=1e-9)
+    assert not np.allclose(ends[0], 0.0)  # the first epoch did move the weights

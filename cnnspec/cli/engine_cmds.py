@@ -29,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--weights", metavar="W.npz", help=WEIGHTS_HELP)
     p.add_argument("--train", action="store_true", help="train mode: batch-norm batch statistics, dropout on")
     p.add_argument("--steps", type=int, default=0, metavar="K",
-                   help="take K SGD steps (needs --target; implies --train semantics for the steps)")
+                   help="take K optimizer steps (needs --target; implies --train semantics for the steps)")
     p.add_argument("--dtype", choices=("float32", "float64"), help="override the spec's dtype (default: the spec's)")
     p.add_argument("--dump", metavar="OUT.npz", help="write all arrays here (keys: output, loss, act/<layer>, "
                    "grad/<param>, grad/input, param/<name>, buffer/<name>, loss_history)")
@@ -56,7 +56,7 @@ def register(sub) -> None:
                    "that exists, SPECNAME.weights-2.npz, -3, ...: a default never replaces a file)")
     p.add_argument("--epochs", type=int, default=1, metavar="E", help="passes over the training data")
     p.add_argument("--batch-size", type=int, default=32, metavar="B",
-                   help="samples per SGD step (the last batch of an epoch may be smaller)")
+                   help="samples per optimizer step (the last batch of an epoch may be smaller)")
     p.add_argument("--val-split", type=float, default=None, metavar="F",
                    help="hold out this fraction of D.npz (0 < F < 1; a seeded random choice, the same every run "
                    "with the spec's init.seed) and report val_loss and val_accuracy after every epoch "
@@ -193,7 +193,7 @@ def run_run(args: argparse.Namespace) -> int:
             model.step()
         if args.steps:
             dump["loss_history"] = np.array(history)
-            lines.append(f"after {_plural(args.steps, 'SGD step')}: loss history "
+            lines.append(f"after {_plural(args.steps, 'optimizer step')}: loss history "
                          f"{', '.join(f'{v:.6g}' for v in history)}")
     if args.dump:
         dump.update({f"param/{k}": v for k, v in model.params.items()})
@@ -308,6 +308,7 @@ def run_train(args: argparse.Namespace) -> int:
               flush=True)
     try:
         for epoch in range(1, args.epochs + 1):
+            model.epoch = epoch - 1  # epochs completed: what a `per: epoch` learning-rate schedule counts
             order = rng.permutation(n)
             total, correct, labels, seen = 0.0, 0, 0, 0
             for b in progress(range(batches), total=batches, desc=f"epoch {epoch}/{args.epochs}"):
@@ -409,7 +410,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
              + (f" with {args.weights}" if args.weights else ""),
              f"loss ({ev.loss_type}, {ev.reduction}): {fmt_loss(ev.loss)}"]
     if ev.accuracy is not None:
-        what = "samples" if ev.loss_type == "cross_entropy" else "labels"
+        what = "samples" if ev.loss_type in ("cross_entropy", "multi_margin") else "labels"
         lines.append(f"accuracy: {ev.accuracy:.4f} ({ev.correct:,} of {ev.labels:,} {what} right)")
         lines.extend(render_confusion(ev.confusion))
     print("\n".join(lines))
