@@ -1,19 +1,31 @@
 """A deadline rush against the grading service (a benchmark, not a test; loopback only, bounded in time).
 
-    python benchmarks/service_load.py [--students 2000] [--seconds 60] [--web-processes 2]
+    python benchmarks/service_load.py [--students 2000] [--seconds 60] [--rate 100] [--web-processes 2]
 
 Creates a scratch PostgreSQL database on 127.0.0.1:5432, a course with N students (each with an API token)
-and the lecture assignment published (references prepared), starts `cnnspec serve --web-processes 2` on a
-free loopback port and `cnnspec worker`, then every student submits once (the notes' slips or the right
-answers), arrivals spread evenly over the given seconds (open loop: a slow server does not slow the arrivals).
-Reports throughput, latency p50/p95/p99, errors, and accepted = stored = graded (from the database after the
-queue drains). Everything it started is stopped and the database dropped.
+and the lecture assignment published (references prepared; at most 5 graded submissions per student per
+hour, so every submission goes through the rate-limit count), starts `cnnspec serve --web-processes 2` on a
+free loopback port and one `cnnspec worker`, then sends rate x seconds submissions (the students in turn,
+so with the defaults each of the 2,000 students submits 3 times within the 60 s; half the notes' slips,
+half right answers) as an open loop: arrival times are drawn in advance (a Poisson process, seeded) and a
+slow server never slows the arrivals. A request's latency runs from its arrival time (waiting for a free
+connection counts), so a server that falls behind shows it.
+
+Reports throughput, latency p50/p95/p99/max, errors, and accepted = stored = graded (from the database,
+after the queue drained); the CPU time each part used per submission (web processes, worker, PostgreSQL,
+this load generator) and what the rest of the machine used meanwhile, with os.getloadavg() before and after:
+numbers measured on a busy machine are flagged. The load generator is a small HTTP/1.1 client on asyncio
+streams with keep-alive connections (a few tens of microseconds of CPU per request, so it takes little from
+the 2 cores it shares with the server). Every wait has a deadline and the whole run stops itself after
+--max-minutes; everything it started is stopped and the database dropped.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -26,15 +38,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+HOST = "127.0.0.1"            # loopback only: the server listens here and the load goes nowhere else
+BOUNDARY = "cnnspec-bench-7f3a9"
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((HOST, 0))
         return s.getsockname()[1]
 
 
-def setup(url: str, students: int):
+# ------------------------------------------------------------------------ set-up
+
+
+def setup(url: str, students: int, rate_limit: int = 5):
     """Course, students, tokens, the lecture assignment published with its reference ready (in-process)."""
     from fastapi.testclient import TestClient
 
@@ -64,8 +82,9 @@ def setup(url: str, students: int):
     aid = client.post(f"/api/v1/courses/{cid}/assignments", headers=h, data={"main": main},
                       files=[("files", (p, d)) for p, d in files.items()]).json()["id"]
     client.patch(f"/api/v1/courses/{cid}/assignments/{aid}", headers=h,
-                 json={"due_at": (now + timedelta(hours=1)).isoformat()})
-    client.post(f"/api/v1/courses/{cid}/assignments/{aid}/publish", headers=h, json={})
+                 json={"due_at": (now + timedelta(hours=1)).isoformat(), "rate_limit_count": rate_limit,
+                       "rate_limit_window_minutes": 60}).raise_for_status()
+    client.post(f"/api/v1/courses/{cid}/assignments/{aid}/publish", headers=h, json={}).raise_for_status()
     app = make_app(libpq_url(svc.settings.url), Context(svc.settings, svc.sessions))
 
     async def drain():
@@ -82,42 +101,204 @@ def setup(url: str, students: int):
     return svc, cid, aid, tokens
 
 
-async def rush(base: str, cid: int, aid: int, tokens: list[str], seconds: float, bodies: list[bytes]):
-    import httpx
+# ------------------------------------------------------------------------ the load generator
 
-    url = f"{base}/api/v1/courses/{cid}/assignments/{aid}/submissions"
-    limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
-    results = []
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-        start = time.perf_counter()
 
-        async def one(i: int, token: str):
-            await asyncio.sleep(max(0.0, start + i * seconds / len(tokens) - time.perf_counter()))
-            t0 = time.perf_counter()
+def arrivals(n: int, seconds: float, kind: str, seed: int) -> list[float]:
+    """n arrival times within [0, seconds): a seeded Poisson process conditioned on n arrivals (uniform order
+    statistics), or evenly spaced."""
+    if kind == "uniform":
+        return [i * seconds / n for i in range(n)]
+    rng = random.Random(seed)
+    return sorted(rng.uniform(0.0, seconds) for _ in range(n))
+
+
+def request_bytes(path: str, port: int, token: str, key: str, answers: bytes) -> bytes:
+    body = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"answers\"; filename=\"answers.yaml\"\r\n"
+            f"Content-Type: application/x-yaml\r\n\r\n").encode() + answers + f"\r\n--{BOUNDARY}--\r\n".encode()
+    head = (f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nAuthorization: Bearer {token}\r\n"
+            f"Idempotency-Key: {key}\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    return head + body
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    line = await reader.readline()
+    if not line:
+        raise ConnectionResetError("the server closed the connection")
+    status = int(line.split(b" ", 2)[1])
+    length, close = 0, False
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"connection" and value.strip().lower() == b"close":
+            close = True
+    body = await reader.readexactly(length) if length else b""
+    return (status if not close else -status), body
+
+
+async def rush(port: int, path: str, schedule: list[tuple[float, bytes]], connections: int, timeout: float):
+    """Send each request at its time (seconds from the start) over at most `connections` keep-alive
+    connections. -> [(latency from the arrival time, status or error name, body)], wall seconds."""
+    idle: list = []
+    opened = 0
+    free = asyncio.Condition()
+    results: list = [None] * len(schedule)
+    start = time.perf_counter() + 0.2
+
+    async def connection():
+        nonlocal opened
+        async with free:
+            while not idle and opened >= connections:
+                await free.wait()
+            if idle:
+                return idle.pop()
+            opened += 1
+        try:
+            return await asyncio.open_connection(HOST, port)
+        except Exception:
+            opened -= 1
+            raise
+
+    async def release(conn, ok: bool):
+        nonlocal opened
+        async with free:
+            if ok:
+                idle.append(conn)
+            else:
+                opened -= 1
+                conn[1].close()
+            free.notify()
+
+    async def send(conn, data: bytes):
+        reader, writer = conn
+        writer.write(data)
+        return await asyncio.wait_for(read_response(reader), timeout)
+
+    async def one(i: int, at: float, data: bytes):
+        due = start + at
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        conn = None
+        try:
+            conn = await asyncio.wait_for(connection(), timeout)
             try:
-                r = await client.post(url, headers={"Authorization": f"Bearer {token}",
-                                                    "Idempotency-Key": str(uuid.uuid4())},
-                                      files={"answers": ("answers.yaml", bodies[i % len(bodies)])})
-                results.append((time.perf_counter() - t0, r.status_code))
-            except Exception as exc:  # noqa: BLE001
-                results.append((time.perf_counter() - t0, type(exc).__name__))
-        await asyncio.gather(*(one(i, t) for i, t in enumerate(tokens)))
-        wall = time.perf_counter() - start
+                status, body = await send(conn, data)
+            except (ConnectionError, asyncio.IncompleteReadError, IndexError, ValueError):
+                # The server closed an idle keep-alive connection before it read this request (as any HTTP
+                # client does, retry once on a new one; the Idempotency-Key makes that safe anyway).
+                await release(conn, False)
+                conn = None
+                conn = await asyncio.wait_for(connection(), timeout)
+                status, body = await send(conn, data)
+            await release(conn, status > 0)
+            conn = None
+            results[i] = (time.perf_counter() - due, abs(status), body)
+        except Exception as exc:  # noqa: BLE001 - counted as an error
+            if conn is not None:
+                await release(conn, False)
+            results[i] = (time.perf_counter() - due, type(exc).__name__, b"")
+
+    await asyncio.gather(*(one(i, at, data) for i, (at, data) in enumerate(schedule)))
+    wall = time.perf_counter() - start
+    for writer in (w for _, w in idle):
+        writer.close()
     return results, wall
 
 
-def main() -> int:
+# ------------------------------------------------------------------------ CPU accounting (Linux /proc)
+
+
+def cpu_seconds(pids) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])          # utime + stime of the process
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / TICKS
+
+
+def group_pids(pgid: int) -> list[int]:
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if int(p.joinpath("stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid:
+                    out.append(int(p.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def postgres_pids() -> list[int]:
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if p.joinpath("comm").read_text().strip() in ("postgres", "postmaster"):
+                    out.append(int(p.name))
+            except OSError:
+                pass
+    return out
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """(busy CPU seconds of the whole machine, elapsed CPU seconds of all cores) from /proc/stat."""
+    v = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]   # guest time is in user
+    idle = v[3] + v[4]
+    return (sum(v) - idle) / TICKS, sum(v) / TICKS
+
+
+class CpuMeter:
+    """CPU seconds used by the web processes, the worker, PostgreSQL, this process and the whole machine."""
+
+    def __init__(self, web_pgid: int, worker_pgid: int):
+        self.web_pgid, self.worker_pgid = web_pgid, worker_pgid
+
+    def read(self) -> dict:
+        busy, total = machine_busy_seconds()
+        return {"web": cpu_seconds(group_pids(self.web_pgid)), "worker": cpu_seconds(group_pids(self.worker_pgid)),
+                "postgres": cpu_seconds(postgres_pids()), "client": time.process_time(), "machine": busy,
+                "all": total}
+
+
+# ------------------------------------------------------------------------ the run
+
+
+def quantile(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--students", type=int, default=2000)
-    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--seconds", type=float, default=60.0, help="the rush's length (default: 60)")
+    ap.add_argument("--rate", type=float, default=100.0, help="submissions per second offered (default: 100)")
+    ap.add_argument("--arrivals", choices=("poisson", "uniform"), default="poisson")
+    ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--web-processes", type=int, default=2)
-    args = ap.parse_args()
+    ap.add_argument("--connections", type=int, default=256, help="client connections at most (default: 256)")
+    ap.add_argument("--timeout", type=float, default=30.0, help="seconds one request may take (default: 30)")
+    ap.add_argument("--max-minutes", type=float, default=15.0, help="the whole run stops itself after this")
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = ap.parse_args(argv)
     import psycopg
 
+    def out_of_time(*_):
+        raise TimeoutError(f"--max-minutes {args.max_minutes:g} reached: stopping")
+    signal.signal(signal.SIGALRM, out_of_time)
+    signal.alarm(int(args.max_minutes * 60))
+    load_at_start = os.getloadavg()
     name = f"cnnspec_bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    url = f"postgresql://postgres@{HOST}:5432/{name}"
     procs = []
     try:
         t = time.perf_counter()
@@ -126,16 +307,17 @@ def main() -> int:
         port = free_port()
         env = {**os.environ, "CNNSPEC_DATABASE": url, "PYTHONUNBUFFERED": "1"}
         log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"{name}.log", "w")
-        procs.append(subprocess.Popen([sys.executable, "-m", "cnnspec", "serve", "--port", str(port),
+        procs.append(subprocess.Popen([sys.executable, "-m", "cnnspec", "serve", "--host", HOST, "--port", str(port),
                                        "--web-processes", str(args.web_processes)], env=env, stdout=log,
                                       stderr=subprocess.STDOUT, start_new_session=True))
         procs.append(subprocess.Popen([sys.executable, "-m", "cnnspec", "worker"], env=env, stdout=log,
                                       stderr=subprocess.STDOUT, start_new_session=True))
         import httpx
+        base = f"http://{HOST}:{port}"
         deadline = time.monotonic() + 60
         while True:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
@@ -146,15 +328,31 @@ def main() -> int:
         import grader
         from grader.tools import solution_text
         right = solution_text(grader.load_assignment(ROOT / "specs" / "assignments" / "lecture.yaml"), None).encode()
-        base = f"http://127.0.0.1:{port}"
-        for w in range(2):   # warm both web processes (each loads the assignment once)
-            httpx.get(f"{base}/healthz")
-        results, wall = asyncio.run(rush(base, cid, aid, tokens, args.seconds, [slips, right]))
-        lat = sorted(x for x, _ in results)
+        path = f"/api/v1/courses/{cid}/assignments/{aid}/submissions"
+        n = int(round(args.rate * args.seconds))
+        times = arrivals(n, args.seconds, args.arrivals, args.seed)
+        schedule = [(at, request_bytes(path, port, tokens[i % len(tokens)], f"bench-{i}", (slips, right)[i % 2]))
+                    for i, at in enumerate(times)]
+        # Warm-up (not counted): each web process loads the assignment once. Submissions of 2 students
+        # outside the roster's order would change the counts, so the warm-up only checks a format.
+        check = request_bytes(f"/api/v1/courses/{cid}/assignments/{aid}/check", port, tokens[0], "warm", slips)
+        asyncio.run(rush(port, "", [(0.0, check)] * (4 * args.web_processes), 4 * args.web_processes, 30))
+        time.sleep(1.0)
+        meter = CpuMeter(procs[0].pid, procs[1].pid)
+        load_before = os.getloadavg()
+        cpu0 = meter.read()
+        results, wall = asyncio.run(rush(port, path, schedule, args.connections, args.timeout))
+        cpu1 = meter.read()
+        load_after = os.getloadavg()
+        lat = sorted(x for x, _, _ in results)
         codes: dict = {}
-        for _, c in results:
+        graded_in_request = 0
+        for _, c, body in results:
             codes[c] = codes.get(c, 0) + 1
-        accepted = sum(n for c, n in codes.items() if c in (200, 201, 202))
+            if c == 201 and b'"status":"graded"' in body.replace(b" ", b""):
+                graded_in_request += 1
+        accepted = sum(v for c, v in codes.items() if c in (200, 201, 202))
+        errors = len(results) - accepted
         from grader.service import models as m
         deadline = time.monotonic() + 120
         while True:
@@ -165,20 +363,50 @@ def main() -> int:
             if graded >= stored or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-
-        def q(p):
-            return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000
-
-        print(f"| students | window | web processes | throughput | p50 | p95 | p99 | errors | accepted | stored | "
-              f"graded (grades) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
-              f"| {len(tokens)} | {args.seconds:g} s | {args.web_processes} | {len(results) / wall:.1f}/s | "
-              f"{q(0.5):.0f} ms | {q(0.95):.0f} ms | {q(0.99):.0f} ms | "
-              f"{sum(n for c, n in codes.items() if c not in (200, 201, 202))} | {accepted} | {stored} | "
-              f"{graded} ({grades}) |")
-        print(f"status codes: {codes}")
+        used = {k: cpu1[k] - cpu0[k] for k in cpu0}
+        ours = used["web"] + used["worker"] + used["postgres"] + used["client"]
+        others = max(0.0, used["machine"] - ours)
+        cores = os.cpu_count() or 1
+        per = {k: 1000 * used[k] / max(1, len(results)) for k in ("web", "worker", "postgres", "client")}
+        summary = {
+            "students": len(tokens), "submissions": len(results), "seconds": args.seconds, "rate": args.rate,
+            "arrivals": args.arrivals, "web_processes": args.web_processes,
+            "throughput": accepted / wall, "p50_ms": 1000 * quantile(lat, 0.5), "p95_ms": 1000 * quantile(lat, 0.95),
+            "p99_ms": 1000 * quantile(lat, 0.99), "max_ms": 1000 * (lat[-1] if lat else 0.0), "errors": errors,
+            "accepted": accepted, "graded_in_request": graded_in_request, "stored": stored, "graded": graded,
+            "grades": grades, "codes": {str(k): v for k, v in codes.items()},
+            "cpu_ms_per_submission": per, "cpu_busy_percent": 100 * used["machine"] / max(1e-9, used["all"]),
+            "others_cpu_percent": 100 * others / max(1e-9, used["all"]),
+            "loadavg": {"start": load_at_start, "before": load_before, "after": load_after}, "cores": cores,
+            "uvloop": _installed("uvloop"), "httptools": _installed("httptools"),
+        }
+        print(f"| submissions | students | offered | web processes | throughput | p50 | p95 | p99 | max | errors | "
+              f"accepted | stored | graded (grades) |\n"
+              f"|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+              f"| {len(results)} | {len(tokens)} | {args.rate:g}/s for {args.seconds:g} s ({args.arrivals}) | "
+              f"{args.web_processes} | {summary['throughput']:.1f}/s | {summary['p50_ms']:.0f} ms | "
+              f"{summary['p95_ms']:.0f} ms | {summary['p99_ms']:.0f} ms | {summary['max_ms']:.0f} ms | {errors} | "
+              f"{accepted} | {stored} | {graded} ({grades}) |")
+        print(f"status codes: {codes}; graded in the request: {graded_in_request}")
+        print(f"CPU per submission: web {per['web']:.1f} ms, worker {per['worker']:.1f} ms, PostgreSQL "
+              f"{per['postgres']:.1f} ms, load generator {per['client']:.1f} ms; the machine ({cores} cores) was "
+              f"{summary['cpu_busy_percent']:.0f}% busy, {summary['others_cpu_percent']:.0f}% of it by other "
+              f"processes")
+        print(f"load average (1/5/15 min): {_load(load_at_start)} at start, {_load(load_before)} before the rush, "
+              f"{_load(load_after)} after; uvloop {'yes' if summary['uvloop'] else 'no'}, httptools "
+              f"{'yes' if summary['httptools'] else 'no'}")
+        if load_before[0] > 0.5 * cores or summary["others_cpu_percent"] > 10:
+            print(f"WARNING: the machine was busy with other work (load {load_before[0]:.2f} on {cores} cores before "
+                  f"the rush, {summary['others_cpu_percent']:.0f}% of its CPU used by other processes during it): "
+                  "these numbers understate the service", file=sys.stderr)
+            summary["busy_warning"] = True
+        if args.json:
+            Path(args.json).write_text(json.dumps(summary, indent=1))
         svc.engine.dispose()
-        return 0 if accepted == stored == graded == grades == len(tokens) else 1
+        ok = accepted == stored == graded == grades == len(results)
+        return 0 if ok else 1
     finally:
+        signal.alarm(0)
         for p in procs:
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
@@ -188,6 +416,15 @@ def main() -> int:
                     os.killpg(p.pid, signal.SIGKILL)
         with psycopg.connect(ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _load(values) -> str:
+    return "/".join(f"{v:.2f}" for v in values)
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(module) is not None
 
 
 if __name__ == "__main__":

@@ -106,6 +106,40 @@ def test_per_student_data_not_ready_answers_202_and_the_job_grades_it(world):
     assert r2.status_code == 201 and r2.json()["feedback"]["status"] == "graded"
 
 
+def test_stored_but_ungraded_submissions_are_graded_by_a_job_or_the_sweep(database):
+    """Grading in the request fails: the submission is still stored (202) and a job grades it. A submission
+    stored by a process that died before grading it (no grade, no job): the sweep grades it, once."""
+    from grader.service import grading, models as m
+    failing = {"left": 1}
+
+    def flaky_grade(*args):
+        if failing["left"]:
+            failing["left"] -= 1
+            raise RuntimeError("grading crashed")
+        return grading.grade_payload(*args)
+    w = build_world(database, grade=flaky_grade)
+    r = w.submit("alice", SLIPS.read_bytes(), key="flaky")
+    assert r.status_code == 202 and r.json()["feedback"]["status"] == "pending", r.text
+    w.drain()
+    got = w.client.get(f"/api/v1/submissions/{r.json()['id']}", headers=w.h("alice")).json()["feedback"]
+    assert got["status"] == "graded" and got["score"] > 0
+    # A crash between storing and grading: the submission row alone.
+    with w.svc.sessions() as s, s.begin():
+        version = s.get(m.Assignment, w.assignment_id).current_version_id
+        lost = m.Submission(assignment_id=w.assignment_id, user_id=w.users["bob"], number=1, version_id=version,
+                            received_at=T0, idempotency_key="lost", filename="answers.yaml",
+                            payload=solution_bytes(), sha256="0" * 64, size=1)
+        s.add(lost)
+    ctx = w.svc.queue.ctx
+    assert ctx.sweep() == 0                              # received just now: the request may still be grading
+    w.clock.set(T0 + timedelta(seconds=w.svc.settings.sweep_after_seconds + 1))
+    assert ctx.sweep() == 1 and ctx.sweep() == 0
+    with w.svc.sessions() as s:
+        grades = s.query(m.Grade).filter(m.Grade.submission_id == lost.id).all()
+        assert [g.how for g in grades] == ["sweep"] and grades[0].score == grades[0].max_score
+        assert s.query(m.Grade).filter(m.Grade.submission_id == r.json()["id"]).count() == 1
+
+
 def test_check_format_spends_no_attempt_and_rate_limit_answers_429(world):
     w = world
     r = w.client.patch(url(w), headers=w.h("prof"), json={"rate_limit_count": 2, "rate_limit_window_minutes": 60})

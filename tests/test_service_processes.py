@@ -23,8 +23,19 @@ def real_world(database):
     return build_world(database, clock=Clock())
 
 
-def serve(data_dir: Path, port: int, log: Path, **env) -> subprocess.Popen:
-    p = start_process(cnnspec_cmd("serve", "--data-dir", str(data_dir), "--port", str(port)), service_env(**env), log)
+SLOW = Path(__file__).resolve().parent / "service_helpers" / "slow_cnnspec.py"
+
+
+def slow_cmd(delay: float, *args) -> list[str]:
+    """`cnnspec serve|worker ...` whose grading sleeps `delay` seconds first (a test-only entry point)."""
+    import sys
+    return [sys.executable, str(SLOW), "--grade-delay", str(delay), *args]
+
+
+def serve(data_dir: Path, port: int, log: Path, grade_delay: float | None = None, **env) -> subprocess.Popen:
+    args = ("serve", "--data-dir", str(data_dir), "--port", str(port))
+    cmd = cnnspec_cmd(*args) if grade_delay is None else slow_cmd(grade_delay, *args)
+    p = start_process(cmd, service_env(**env), log)
     base = f"http://127.0.0.1:{port}"
 
     def up():
@@ -77,8 +88,8 @@ def test_kill9_of_the_web_process_after_acknowledgement_loses_nothing(tmp_path):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
-    # The first server's jobs dawdle, so it is killed with the grading job queued or running.
-    p = serve(tmp_path / "data", port, log, CNNSPEC_SERVICE_TEST_GRADE_DELAY=30)
+    # The first server's grading dawdles, so it is killed with the grading job queued or running.
+    p = serve(tmp_path / "data", port, log, grade_delay=30)
     try:
         headers = {**w.h("alice"), "Idempotency-Key": "crash-1"}
         url = f"{base}/api/v1/courses/{w.course_id}/assignments/{aid}/submissions"
@@ -106,6 +117,61 @@ def test_kill9_of_the_web_process_after_acknowledgement_loses_nothing(tmp_path):
     w.svc.engine.dispose()
 
 
+def test_kill9_while_grading_in_the_request_is_graded_by_the_sweep_after_restart(tmp_path):
+    """A submission whose reference is ready is graded in its request, with no job. Killed after storing it and
+    before its grade: the restarted server's sweep grades it (one grade), and the client's retry gets it."""
+    w = real_world(("sqlite", None, tmp_path / "data"))
+    w.svc.engine.dispose()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    p = serve(tmp_path / "data", port, log, grade_delay=60)
+    url = f"{base}/api/v1/courses/{w.course_id}/assignments/{w.assignment_id}/submissions"
+    headers = {**w.h("amy"), "Idempotency-Key": "sweep-1"}
+    import threading
+    outcome = {}
+
+    def post():
+        try:
+            outcome["r"] = httpx.post(url, headers=headers, files={"answers": ("a.yaml", SLIPS.read_bytes())},
+                                      timeout=90)
+        except httpx.HTTPError as exc:
+            outcome["error"] = exc
+    t = threading.Thread(target=post, daemon=True)
+    from grader.service import models as m
+    try:
+        t.start()
+
+        def stored():
+            with w.svc.sessions() as s:
+                return s.query(m.Submission).filter(m.Submission.idempotency_key == "sweep-1").one_or_none()
+        sub = wait_until(stored, 60, "the submission to be stored")
+        kill9(p)      # grading in the request: stored, not graded, no job
+        t.join(30)
+        assert "error" in outcome          # the client never got an answer
+        with w.svc.sessions() as s:
+            assert s.query(m.Grade).filter(m.Grade.submission_id == sub.id).count() == 0
+            assert s.query(m.Job).count() == s.query(m.Job).filter(m.Job.task == "prepare").count()
+        w.svc.engine.dispose()
+    finally:
+        stop_process(p)
+    p = serve(tmp_path / "data", port, log)
+    try:
+        def graded():
+            with w.svc.sessions() as s:
+                return s.query(m.Grade).filter(m.Grade.submission_id == sub.id).all()
+        grades = wait_until(graded, 60, "the restarted server's sweep to grade the stored submission")
+        assert [g.how for g in grades] == ["sweep"]
+        again = httpx.post(url, headers=headers, files={"answers": ("a.yaml", SLIPS.read_bytes())}, timeout=30)
+        assert again.status_code == 200 and again.json()["id"] == sub.id and again.json()["replayed"]
+        assert again.json()["feedback"]["status"] == "graded"
+    finally:
+        stop_process(p)
+    with w.svc.sessions() as s:
+        assert s.query(m.Grade).filter(m.Grade.submission_id == sub.id).count() == 1
+    w.svc.engine.dispose()
+
+
 @pytest.mark.skipif(not pg_available(), reason="PostgreSQL is not reachable on 127.0.0.1:5432 (.ci/run starts it)")
 def test_kill9_of_a_worker_mid_job_gives_exactly_one_grade(tmp_path):
     name = create_pg_database()
@@ -124,8 +190,7 @@ def test_kill9_of_a_worker_mid_job_gives_exactly_one_grade(tmp_path):
                                       "AND (args->>'submission_id')::int = :sid"), {"sid": sid}).one()
 
         args = ["worker", "--database", pg_url(name), "--heartbeat", "0.5", "--stalled", "2"]
-        first = start_process(cnnspec_cmd(*args), service_env(CNNSPEC_SERVICE_TEST_GRADE_DELAY=60),
-                              tmp_path / "worker1.log")
+        first = start_process(slow_cmd(60, *args), service_env(), tmp_path / "worker1.log")
         procs.append(first)
         wait_until(lambda: job_state()[0] == "doing", 60, "the first worker to start the grading job")
         kill9(first)

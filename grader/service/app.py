@@ -32,17 +32,22 @@ UPLOAD_ROUTES = ("/assignments", "/versions")
 
 
 class Service:
-    """Everything a process shares between requests: settings, engine, sessions, the job queue."""
+    """Everything a process shares between requests: settings, engine, sessions, the job queue, and the
+    grading function (grading.grade_payload, the grader's; another one with its signature may be given)."""
 
-    def __init__(self, settings: Settings, migrate: bool = True):
+    def __init__(self, settings: Settings, migrate: bool = True, grade=None):
+        from . import grading
+
         self.settings = settings
         if settings.is_sqlite:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.engine = dbmod.make_engine(settings.url)
+        self.engine = dbmod.make_engine(settings.url, pool_size=settings.request_threads + 2)
         if migrate:
             dbmod.migrate(self.engine)
         self.sessions = dbmod.session_factory(self.engine)
-        self.queue = make_queue(settings, self.sessions)
+        self.grade = grade or grading.grade_payload
+        grading.POOL.reference_cache = settings.reference_cache
+        self.queue = make_queue(settings, self.sessions, grade)
         self.requests = 0
         self.started = time.time()
 
@@ -155,6 +160,10 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
 
     @asynccontextmanager
     async def lifespan(app):
+        # Requests run in threads; as many at once as the pool has connections for (each request holds one
+        # connection while it runs). More threads would only queue on the GIL and the pool.
+        import anyio.to_thread
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
         svc.start()
         try:
             yield

@@ -84,7 +84,8 @@ def _need_service_extra():
                         "pip install 'cnnspec[service]'") from None
 
 
-def run_serve(args) -> int:
+def run_serve(args, grade=None) -> int:
+    """grade: the grading function (default grading.grade_payload; a test entry point passes a slow one)."""
     _need_service_extra()
     import uvicorn
 
@@ -95,7 +96,7 @@ def run_serve(args) -> int:
     if args.web_processes > 1 and settings.is_sqlite:
         from cnnspec.errors import DataError
         raise DataError("--web-processes needs PostgreSQL (--database postgresql://...): one process serves SQLite")
-    svc = Service(settings)
+    svc = Service(settings, grade=grade)
     base = settings.base_url or f"http://{args.host}:{args.port}"
     where = "SQLite " + settings.url.split("///", 1)[1] if settings.is_sqlite else "PostgreSQL"
     print(f"cnnspec service on {base} ({where}); API {base}/api/v1/docs", flush=True)
@@ -128,7 +129,7 @@ def app_from_env():
     return create_app(settings, Service(settings, migrate=False))
 
 
-def run_worker(args) -> int:
+def run_worker(args, grade=None) -> int:
     _need_service_extra()
     from cnnspec.errors import DataError
 
@@ -143,7 +144,8 @@ def run_worker(args) -> int:
     svc = Service(settings)
     print(f"cnnspec worker: {args.concurrency} job(s) at a time, heartbeat {args.heartbeat:g} s", flush=True)
     try:
-        work(settings, svc.sessions, libpq_url(settings.url), args.concurrency, args.heartbeat, args.stalled)
+        work(settings, svc.sessions, libpq_url(settings.url), args.concurrency, args.heartbeat, args.stalled,
+             grade=grade)
     except KeyboardInterrupt:
         pass
     return 0

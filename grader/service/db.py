@@ -21,7 +21,11 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 _LOCK_ID = 0x636E6E73  # 'cnns': the advisory lock held while migrating
 
 
-def make_engine(url: str, pool_size: int = 10) -> Engine:
+def make_engine(url: str, pool_size: int = 8) -> Engine:
+    """pool_size: a web process's request threads (each request uses one connection, from its first query to
+    its end); a few more may be opened (overflow) for the process's own work. PostgreSQL connections are not
+    pinged before use (that costs a round trip per checkout): after the server restarts, the first use of each
+    old connection fails and SQLAlchemy drops the whole pool, so a restart costs at most one failed request."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -40,8 +44,7 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
-                         pool_recycle=1800)
+    return create_engine(url, pool_size=pool_size, max_overflow=4, pool_timeout=30, pool_recycle=1800)
 
 
 def session_factory(engine: Engine) -> sessionmaker:

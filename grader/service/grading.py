@@ -1,10 +1,17 @@
 """Service-side grading: stored submissions graded through the grader's public API (never a copy of it).
 
 - GraderPool: one grader.Grader per assignment version in this process (it caches reference answers per
-  data variant); a lock per version, as a Grader is not made for threads.
-- grade_stored(): grade a stored submission against a version and append the grade. Idempotent: the unique
-  (submission, version) constraint makes a second attempt (a retried job, a job racing the request that
-  graded in-line) a no-op, so there is exactly one grade per submission and version.
+  data variant); a lock per version, as a Grader is not made for threads. Versions never change, so what the
+  pool knows about one (its Grader, its number) is kept without asking the database again.
+- grade_payload(): grade answers' bytes against a loaded version -> the result (instructor view) as JSON.
+  It is what a process calls to grade; Service(grade=...) can put another function with its signature in
+  its place (a test entry point does, to hold a job open while its process is killed).
+- insert_grade(): append a grade; unique per (submission, version), so a second attempt (a retried job, a
+  sweep racing the request) inserts nothing and there is exactly one grade per submission and version.
+- grade_stored(): grade a stored submission and append the grade (jobs and the sweep).
+- sweep(): grade every stored submission that has no grade for its version (a process killed between
+  storing and grading, a failed in-request grading): run at start-up and periodically by the process that
+  runs jobs, so "stored" always ends as "graded" without a job per submission.
 - prepare_variants(): compute the reference answers of students' variants (at publish and enrolment time),
   and record that they are ready; a submission whose variant is ready is graded inside the request.
 - views: the student view is grader.report.for_student of the stored result, with the after_due_date
@@ -13,22 +20,27 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
+import uuid
 from collections import OrderedDict
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
 
 from cnnspec.text import printable
 
 from . import models as m
 from .store import UNPACKED
+
+log = logging.getLogger("cnnspec.service.grading")
 
 ANSWER_SUFFIXES = (".yaml", ".yml", ".json", ".npz")
 
@@ -43,20 +55,40 @@ class LoadedVersion:
 class GraderPool:
     """Loaded assignment versions of this process (LRU), each with its Grader (references cached per variant)."""
 
-    def __init__(self, size: int = 32):
+    def __init__(self, size: int = 32, reference_cache: int = 4096):
         self.size = size
+        self.reference_cache = reference_cache
         self._versions: OrderedDict[str, LoadedVersion] = OrderedDict()
+        # Per database (its URL: a process may serve several, as tests do): version id -> (content key,
+        # number), immutable rows; and the (version id, variant key) pairs known to be ready.
+        self._ids: dict[tuple, tuple[str, int]] = {}
+        self._ready: set[tuple] = set()
         self._lock = threading.Lock()
+
+    def _key(self, session, version_id: int) -> tuple[str, int, Optional[m.AssignmentVersion]]:
+        where = (session.get_bind().url, version_id)
+        known = self._ids.get(where)
+        if known is not None:
+            return known[0], known[1], None
+        version = session.get(m.AssignmentVersion, version_id)
+        key = f"{version.sha256}/{version.main_path}"
+        self._ids[where] = (key, version.number)
+        return key, version.number, version
+
+    def number(self, session, version_id: int) -> int:
+        """The version's number (1, 2, ...)."""
+        return self._key(session, version_id)[1]
 
     def get(self, session, version_id: int) -> LoadedVersion:
         """Keyed by the version's content hash: versions never change, and neither does their Grader."""
-        version = session.get(m.AssignmentVersion, version_id)
-        key = f"{version.sha256}/{version.main_path}"
+        key, _, version = self._key(session, version_id)
         with self._lock:
             lv = self._versions.get(key)
             if lv is not None:
                 self._versions.move_to_end(key)
                 return lv
+        if version is None:
+            version = session.get(m.AssignmentVersion, version_id)
 
         def files():
             rows = session.scalars(select(m.AssignmentFile).where(m.AssignmentFile.version_id == version_id))
@@ -67,12 +99,29 @@ class GraderPool:
 
         path = UNPACKED.path(version.sha256, version.main_path, files)
         a = grader.load_assignment(path)
-        lv = LoadedVersion(a, Grader(a, check_copying=False))
+        lv = LoadedVersion(a, Grader(a, check_copying=False, reference_cache=self.reference_cache))
         with self._lock:
             lv = self._versions.setdefault(key, lv)
             while len(self._versions) > self.size:
                 self._versions.popitem(last=False)
         return lv
+
+    def variant_ready(self, session, version_id: int, vkey: str) -> bool:
+        """Are this variant's reference answers prepared? (A ready variant stays ready: only yes is kept.)"""
+        where = (session.get_bind().url, version_id, vkey)
+        if where in self._ready:
+            return True
+        ready = session.scalar(select(m.Variant.ok).where(m.Variant.version_id == version_id,
+                                                          m.Variant.key == vkey)) is not None
+        if ready:
+            self._ready.add(where)
+        return ready
+
+    def clear(self) -> None:
+        with self._lock:
+            self._versions.clear()
+            self._ids.clear()
+            self._ready.clear()
 
 
 POOL = GraderPool()
@@ -87,12 +136,42 @@ def safe_filename(name: str) -> str:
     return stem + suffix
 
 
+_scratch_root: Optional[str] = None
+_scratch_lock = threading.Lock()
+
+
+def _scratch() -> str:
+    """This process's private folder (0700) for answers being read, in memory (/dev/shm) where there is one:
+    creating and removing a file on a journaling disk costs milliseconds, in memory a tenth of one. Removed
+    at exit."""
+    global _scratch_root
+    with _scratch_lock:
+        if _scratch_root is None or not os.path.isdir(_scratch_root):
+            import atexit
+            shm = "/dev/shm"
+            where = shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
+            try:
+                _scratch_root = tempfile.mkdtemp(prefix="cnnspec-subs-", dir=where)
+            except OSError:
+                _scratch_root = tempfile.mkdtemp(prefix="cnnspec-subs-")
+            atexit.register(shutil.rmtree, _scratch_root, True)
+        return _scratch_root
+
+
 def _in_tempdir(filename: str, payload: bytes, work):
     """Run work(path) on the payload written to a private file; messages name `filename`, not the temp path."""
-    with tempfile.TemporaryDirectory(prefix="cnnspec-sub-") as tmp:
-        path = Path(tmp) / safe_filename(filename)
+    tmp = os.path.join(_scratch(), uuid.uuid4().hex)
+    os.mkdir(tmp, 0o700)
+    path = Path(tmp) / safe_filename(filename)
+    try:
         path.write_bytes(payload)
         return work(path), str(path), tmp
+    finally:
+        try:
+            path.unlink()
+            os.rmdir(tmp)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def student_key(session, submission: m.Submission) -> str:
@@ -125,6 +204,9 @@ def grade_payload(lv: LoadedVersion, filename: str, payload: bytes, key: str, no
     doc["submission"] = shown
     text = json.dumps(doc).replace(json.dumps(path)[1:-1], shown).replace(json.dumps(tmp + os.sep)[1:-1], "")
     return json.loads(text), time.perf_counter() - started
+
+
+GradeFunction = Callable[..., tuple]   # grade_payload's signature
 
 
 def check_format(lv: LoadedVersion, filename: str, payload: bytes) -> dict:
@@ -170,8 +252,7 @@ def variant_key(lv: LoadedVersion, key: str) -> str:
 
 
 def variant_ready(session, version_id: int, vkey: str) -> bool:
-    return session.scalar(select(m.Variant.ok).where(m.Variant.version_id == version_id,
-                                                     m.Variant.key == vkey)) is not None
+    return POOL.variant_ready(session, version_id, vkey)
 
 
 def prepare_variants(session_factory, version_id: int, keys: Optional[list[str]], clock) -> int:
@@ -226,8 +307,35 @@ def prepare_variants(session_factory, version_id: int, keys: Optional[list[str]]
     return count
 
 
+_INSERT_GRADE: dict = {}
+
+
+def _insert_grade_statement(dialect: str):
+    """INSERT INTO grades ... ON CONFLICT (submission_id, version_id) DO NOTHING RETURNING id, built once per
+    dialect (Core: no ORM bookkeeping for a row nobody reads back)."""
+    stmt = _INSERT_GRADE.get(dialect)
+    if stmt is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        table = m.Grade.__table__
+        stmt = _INSERT_GRADE[dialect] = (insert(table).on_conflict_do_nothing(
+            index_elements=["submission_id", "version_id"]).returning(table.c.id))
+    return stmt
+
+
+def insert_grade(session, submission_id: int, version_id: int, doc: dict, how: str, seconds: float,
+                 at: datetime) -> Optional[int]:
+    """Append a grade in the session's transaction; its id, or None when that (submission, version) has one."""
+    stmt = _insert_grade_statement(session.get_bind().dialect.name)
+    return session.execute(stmt, {"submission_id": submission_id, "version_id": version_id, "score": doc["score"],
+                                  "max_score": doc["max_score"], "error": bool(doc.get("error")), "result": doc,
+                                  "how": how, "grading_seconds": seconds, "created_at": at}).scalar()
+
+
 def grade_stored(session_factory, submission_id: int, version_id: int, how: str, clock,
-                 lv: Optional[LoadedVersion] = None) -> bool:
+                 lv: Optional[LoadedVersion] = None, grade: Optional[GradeFunction] = None) -> bool:
     """Grade a stored submission against a version and append the grade; False when it already had one."""
     with session_factory() as session:
         if session.scalar(select(m.Grade.id).where(m.Grade.submission_id == submission_id,
@@ -239,19 +347,42 @@ def grade_stored(session_factory, submission_id: int, version_id: int, how: str,
         key = student_key(session, sub)
         lv = lv or POOL.get(session, version_id)
         filename, payload = sub.filename, sub.payload
-    delay = float(os.environ.get("CNNSPEC_SERVICE_TEST_GRADE_DELAY", "0") or 0)
-    if delay and how != "request":   # tests only: hold a job open long enough to kill its worker mid-job
-        time.sleep(delay)
-    doc, seconds = grade_payload(lv, filename, payload, key, clock.now())
-    with session_factory() as session:
-        try:
-            with session.begin():
-                session.add(m.Grade(submission_id=submission_id, version_id=version_id, score=doc["score"],
-                                    max_score=doc["max_score"], error=bool(doc.get("error")), result=doc, how=how,
-                                    grading_seconds=seconds, created_at=clock.now()))
-        except IntegrityError:
-            return False
-    return True
+    doc, seconds = (grade or grade_payload)(lv, filename, payload, key, clock.now())
+    with session_factory() as session, session.begin():
+        return insert_grade(session, submission_id, version_id, doc, how, seconds, clock.now()) is not None
+
+
+def ungraded(session, before: datetime, limit: int) -> list[tuple[int, int]]:
+    """(submission id, version id) of stored submissions received before `before` that have no grade for the
+    version that was current when they arrived, oldest first."""
+    S, G = m.Submission, m.Grade
+    graded = exists().where(G.submission_id == S.id, G.version_id == S.version_id)
+    return [tuple(r) for r in session.execute(select(S.id, S.version_id).where(S.received_at <= before, ~graded)
+                                              .order_by(S.id).limit(limit)).all()]
+
+
+def sweep(session_factory, clock, older_than: float, grade: Optional[GradeFunction] = None,
+          limit: int = 500) -> int:
+    """Grade stored submissions received more than `older_than` seconds ago that have no grade yet (their
+    grading in the request never finished, or failed). Returns how many it graded. A submission graded
+    meanwhile by anyone else is skipped (grades are unique per submission and version)."""
+    count = 0
+    while True:
+        with session_factory() as session:
+            todo = ungraded(session, clock.now() - timedelta(seconds=older_than), limit)
+            session.rollback()
+        before = count
+        for submission_id, version_id in todo:
+            try:
+                if grade_stored(session_factory, submission_id, version_id, "sweep", clock, grade=grade):
+                    count += 1
+            except Exception:  # noqa: BLE001 - one submission never stops the sweep; the next one retries it
+                log.exception("sweep: grading submission %s failed", submission_id)
+        if len(todo) < limit or count == before:
+            break
+    if count:
+        log.warning("sweep: graded %d stored submission(s) that had no grade", count)
+    return count
 
 
 # ------------------------------------------------------------------------ views

@@ -2,7 +2,13 @@
 
 Either way a job is inserted in the same transaction as what it works on (a submission and its grading job
 commit together or not at all), and tasks are idempotent (see grading.grade_stored), so a job run twice -
-a killed worker's job retried, a job racing the request that graded in-line - still makes one grade.
+a killed worker's job retried, a job racing the sweep - still makes one grade.
+
+A submission graded inside its request has no job at all. What if its process dies between storing it and
+storing its grade (or grading it fails)? The process that runs jobs also sweeps: at start-up and every
+`sweep_seconds` it grades every stored submission that has no grade for its version and was received more
+than `sweep_after_seconds` ago (grading.sweep). So every stored submission ends graded, with one job per
+submission only where the request could not grade it.
 
 Tasks: `grade` {submission_id, version_id, how} and `prepare` {version_id, keys}. Priorities: interactive
 grading 10, reference preparation 5, regrades 0 (a big regrade never blocks students who submit now).
@@ -29,6 +35,7 @@ log = logging.getLogger("cnnspec.service.jobs")
 
 PRIORITY = {"grade": 10, "prepare": 5, "regrade": 0}
 QUEUE = "cnnspec-grading"
+SWEEP_LOCK = 0x636E6E77  # 'cnnw': held by the worker that sweeps
 
 
 def run_task(ctx, task: str, args: dict) -> None:
@@ -36,7 +43,7 @@ def run_task(ctx, task: str, args: dict) -> None:
 
     if task == "grade":
         grading.grade_stored(ctx.sessions, int(args["submission_id"]), int(args["version_id"]),
-                             args.get("how", "job"), ctx.settings.clock)
+                             args.get("how", "job"), ctx.settings.clock, grade=ctx.grade)
     elif task == "prepare":
         grading.prepare_variants(ctx.sessions, int(args["version_id"]), args.get("keys"), ctx.settings.clock)
     else:
@@ -44,11 +51,18 @@ def run_task(ctx, task: str, args: dict) -> None:
 
 
 class Context:
-    """What a task needs: the settings (clock) and a session factory."""
+    """What a task needs: the settings (clock), a session factory, and the grading function (None: the
+    grader's, grading.grade_payload)."""
 
-    def __init__(self, settings, sessions):
+    def __init__(self, settings, sessions, grade=None):
         self.settings = settings
         self.sessions = sessions
+        self.grade = grade
+
+    def sweep(self, older_than: Optional[float] = None) -> int:
+        from . import grading
+        after = self.settings.sweep_after_seconds if older_than is None else older_than
+        return grading.sweep(self.sessions, self.settings.clock, after, grade=self.grade)
 
 
 # ------------------------------------------------------------------------ SQLite: an in-process queue
@@ -61,6 +75,8 @@ class LocalQueue:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
+        self._next_sweep = 0.0
+        self._sweep_all = True
 
     def enqueue(self, session, task: str, args: dict, priority: int, delay: float = 0.0) -> None:
         now = self.ctx.settings.clock.now()
@@ -76,6 +92,10 @@ class LocalQueue:
     def start(self) -> None:
         with self.ctx.sessions() as s, s.begin():    # jobs a killed process was running are run again
             s.execute(update(m.Job).where(m.Job.status == "doing").values(status="todo"))
+        # One process owns a SQLite database: nothing is being graded now, so every ungraded submission is
+        # graded (in the first job thread, before its jobs).
+        self._next_sweep = 0.0
+        self._sweep_all = True
         for i in range(self.threads):
             t = threading.Thread(target=self._loop, name=f"cnnspec-jobs-{i}", daemon=True)
             t.start()
@@ -121,9 +141,19 @@ class LocalQueue:
                     row.run_after = self.ctx.settings.clock.now() + timedelta(seconds=2 ** row.attempts)
         return n
 
+    def sweep_if_due(self, first_thread: bool) -> None:
+        if not first_thread or time.monotonic() < self._next_sweep:
+            return
+        self._next_sweep = time.monotonic() + self.ctx.settings.sweep_seconds
+        older_than = 0.0 if self._sweep_all else None
+        self._sweep_all = False
+        self.ctx.sweep(older_than)
+
     def _loop(self) -> None:
+        first = threading.current_thread().name.endswith("-0")
         while not self._stop.is_set():
             try:
+                self.sweep_if_due(first)
                 self.run_pending()
             except Exception:  # noqa: BLE001 - a database hiccup: wait and try again
                 log.exception("job loop")
@@ -184,10 +214,32 @@ class PostgresQueue:
 
 
 def run_worker(settings, sessions, conninfo: str, concurrency: int = 2, heartbeat: float = 5.0,
-               stalled: float = 20.0) -> None:
-    """`cnnspec worker`: run grading jobs until interrupted; retry jobs of workers that stopped heartbeating."""
-    ctx = Context(settings, sessions)
+               stalled: float = 20.0, grade=None) -> None:
+    """`cnnspec worker`: run grading jobs until interrupted; retry jobs of workers that stopped heartbeating;
+    sweep (at start-up, then every settings.sweep_seconds) for stored submissions left without a grade."""
+    ctx = Context(settings, sessions, grade)
     app = make_app(conninfo, ctx)
+
+    def sweep_once() -> None:
+        # One sweeper at a time across workers (an advisory lock; the others skip this round).
+        with sessions() as s:
+            if not s.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": SWEEP_LOCK}):
+                s.rollback()
+                return
+            try:
+                s.commit()
+                ctx.sweep()
+            finally:
+                s.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SWEEP_LOCK})
+                s.commit()
+
+    async def sweeper():
+        while True:
+            try:
+                await asyncio.to_thread(sweep_once)
+            except Exception:  # noqa: BLE001
+                log.exception("sweeping for ungraded submissions")
+            await asyncio.sleep(max(0.5, settings.sweep_seconds))
 
     async def retry_stalled():
         while True:
@@ -201,19 +253,20 @@ def run_worker(settings, sessions, conninfo: str, concurrency: int = 2, heartbea
 
     async def main():
         async with app.open_async():
-            checker = asyncio.create_task(retry_stalled())
+            helpers = [asyncio.create_task(retry_stalled()), asyncio.create_task(sweeper())]
             try:
                 await app.run_worker_async(queues=[QUEUE], concurrency=concurrency, wait=True,
                                            update_heartbeat_interval=heartbeat, stalled_worker_timeout=stalled,
                                            fetch_job_polling_interval=1.0)
             finally:
-                checker.cancel()
+                for task in helpers:
+                    task.cancel()
 
     asyncio.run(main())
 
 
-def make_queue(settings, sessions):
-    ctx = Context(settings, sessions)
+def make_queue(settings, sessions, grade=None):
+    ctx = Context(settings, sessions, grade)
     if settings.is_sqlite:
         return LocalQueue(ctx, settings.worker_threads)
     from .settings import libpq_url

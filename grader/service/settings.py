@@ -45,7 +45,10 @@ class Settings:
     signup_link_days: float = 14
     inline_worker: Optional[bool] = None      # run jobs in this process (default: on SQLite only)
     worker_threads: int = 1
-    safety_net_seconds: float = 10.0          # a graded-in-request submission's job runs this late (a no-op)
+    request_threads: int = 8                  # requests handled at once per web process (and its pool size)
+    sweep_seconds: float = 30.0               # how often stored-but-ungraded submissions are looked for
+    sweep_after_seconds: float = 30.0         # ... once they were received this long ago
+    reference_cache: int = 4096               # variants whose reference answers a process keeps per version
     cookie_secure: bool = False
     base_url: str = ""                        # how clients reach us (sign-up links); default from the request
     clock: Clock = field(default_factory=Clock)

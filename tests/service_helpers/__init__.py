@@ -64,7 +64,7 @@ def database(request, tmp_path_factory):
         yield request.param, pg_url(name), tmp_path_factory.mktemp("svc")
     finally:
         from grader.service import grading
-        grading.POOL._versions.clear()
+        grading.POOL.clear()
         _dispose_all()
         drop_pg_database(name)
 
@@ -148,7 +148,7 @@ def upload(world: World, path: Path, who: str = "prof", course_id: int | None = 
                              files=[("files", (p, d)) for p, d in files.items()])
 
 
-def build_world(database, clock=None, **settings_overrides) -> World:
+def build_world(database, clock=None, grade=None, **settings_overrides) -> World:
     """A course (sections A and B): instructor prof, TAs ta_a and ta_b, students alice and amy (A) and bob (B);
     another course with its own student olga; the lecture assignment uploaded and published, due at T0 + 1 day."""
     from fastapi.testclient import TestClient
@@ -159,7 +159,7 @@ def build_world(database, clock=None, **settings_overrides) -> World:
     backend, url, data_dir = database
     clock = clock or FrozenClock(T0)
     settings = Settings(database=url, data_dir=data_dir, inline_worker=False, clock=clock, **settings_overrides)
-    svc = Service(settings)
+    svc = Service(settings, grade=grade)
     _services.append(svc)
     client = TestClient(create_app(settings, svc), raise_server_exceptions=False)
     w = World(svc, client, clock, backend)

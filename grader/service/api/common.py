@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Optional
 
 from fastapi import Depends, HTTPException, Request
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from .. import models as m
 from ..security import SCOPES, digest, same
@@ -54,38 +54,73 @@ class Principal:
 
 
 def _authenticate(request: Request, s) -> Principal:
-    clock_now = now(request)
+    """One query (the token or session row with its user). The read ends its transaction at once: the route
+    runs in another thread and must not find a connection already taken (PostgreSQL reads it in autocommit:
+    no BEGIN/COMMIT round trips)."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    try:
+        return lookup_caller(request, s)
+    finally:
+        s.commit()     # keeps the loaded rows (expire_on_commit=False)
+
+
+_TOKEN_LOOKUP = (select(m.ApiToken.revoked_at, m.ApiToken.expires_at, m.ApiToken.scopes, m.User)
+                 .join(m.User, m.User.id == m.ApiToken.user_id).where(m.ApiToken.token_hash == bindparam("token_hash")))
+
+
+def bearer_token(request: Request) -> Optional[str]:
+    """The API token of an 'Authorization: Bearer ...' header (None without that header; 401 if malformed)."""
     auth = request.headers.get("authorization", "")
-    if auth:
-        kind, _, secret = auth.partition(" ")
-        if kind.lower() != "bearer" or not secret.strip():
-            raise unauthorized("give an API token as 'Authorization: Bearer <token>'")
-        tok = s.scalar(select(m.ApiToken).where(m.ApiToken.token_hash == digest(secret.strip())))
-        if tok is None or tok.revoked_at is not None:
-            raise unauthorized("unknown or revoked API token")
-        if tok.expires_at <= clock_now:
-            raise unauthorized("the API token has expired; create a new one")
-        return Principal(s.get(m.User, tok.user_id), "token", set(tok.scopes.split()))
+    if not auth:
+        return None
+    kind, _, secret = auth.partition(" ")
+    if kind.lower() != "bearer" or not secret.strip():
+        raise unauthorized("give an API token as 'Authorization: Bearer <token>'")
+    return secret.strip()
+
+
+def token_principal(row, clock_now: datetime) -> Principal:
+    """A row (revoked_at, expires_at, scopes, User) of the token's lookup -> its caller, or 401."""
+    if row is None or row.revoked_at is not None:
+        raise unauthorized("unknown or revoked API token")
+    if row.expires_at <= clock_now:
+        raise unauthorized("the API token has expired; create a new one")
+    return Principal(row.User, "token", set(row.scopes.split()))
+
+
+def require_scope(p: Principal, scope: str) -> Principal:
+    if scope not in p.scopes:
+        raise unauthorized(f"this API token lacks the '{scope}' scope", scope)
+    return p
+
+
+def lookup_caller(request: Request, s) -> Principal:
+    """The caller of this request (401 when there is none), read in the session's current transaction."""
+    clock_now = now(request)
+    secret = bearer_token(request)
+    if secret is not None:
+        row = s.execute(_TOKEN_LOOKUP, {"token_hash": digest(secret)}).first()
+        return token_principal(row, clock_now)
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
-        row = s.scalar(select(m.Session).where(m.Session.token_hash == digest(cookie)))
-        if row is None or row.expires_at <= clock_now:
+        found = s.execute(select(m.Session, m.User).join(m.User, m.User.id == m.Session.user_id)
+                          .where(m.Session.token_hash == digest(cookie))).first()
+        if found is None or found.Session.expires_at <= clock_now:
             raise unauthorized("the session has ended; log in again")
+        row = found.Session
         if request.method not in ("GET", "HEAD", "OPTIONS"):
             given = request.headers.get(CSRF_HEADER, "")
             if not given or not same(given, row.csrf_token):
                 raise unauthorized(f"missing or wrong {CSRF_HEADER} header (the csrf_token from login)")
-        return Principal(s.get(m.User, row.user_id), "session", set(SCOPES), row)
+        return Principal(found.User, "session", set(SCOPES), row)
     raise unauthorized("log in, or give an API token")
 
 
 def caller(scope: str):
     """Dependency: the authenticated caller, who must hold `scope` (a session holds every scope)."""
     def dep(request: Request, s=Depends(db)) -> Principal:
-        p = _authenticate(request, s)
-        if scope not in p.scopes:
-            raise unauthorized(f"this API token lacks the '{scope}' scope", scope)
-        return p
+        return require_scope(_authenticate(request, s), scope)
     return dep
 
 
