@@ -203,8 +203,8 @@ def test_run_prints_small_outputs_and_shortens_large_ones(capsys, lecture_arrays
     assert out.splitlines() == ["output fc: shape (1, 1)", "[[0.38]]"]          # the lecture's 0.38, on screen
     code, out, _ = cli(capsys, "run", SPECS / "lecture_linear.yaml", "-x", t / "x.npy", "-y", t / "y.npy",
                        "--steps", 2)
-    assert "[[0.38]]" in out and "after 2 SGD steps: loss history 6.8644, " in out
-    assert "after 1 SGD step:" in cli(capsys, "run", SPECS / "lecture_linear.yaml", "-x", t / "x.npy", "-y",
+    assert "[[0.38]]" in out and "after 2 optimizer steps: loss history 6.8644, " in out
+    assert "after 1 optimizer step:" in cli(capsys, "run", SPECS / "lecture_linear.yaml", "-x", t / "x.npy", "-y",
                                       t / "y.npy", "--steps", 1)[1]
     np.save(tmp_path / "x2.npy", np.random.default_rng(0).standard_normal((2, 1, 32, 32)))
     code, out, _ = cli(capsys, "run", SPECS / "lenet5.yaml", "-x", tmp_path / "x2.npy")
