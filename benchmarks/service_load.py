@@ -41,6 +41,7 @@ ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 HOST = "127.0.0.1"            # loopback only: the server listens here and the load goes nowhere else
 BOUNDARY = "cnnspec-bench-7f3a9"
 TICKS = os.sysconf("SC_CLK_TCK")
+KEEP_IDLE = 4.0               # seconds a client keeps an idle connection (uvicorn closes them after 5)
 
 
 def free_port() -> int:
@@ -151,13 +152,17 @@ async def rush(port: int, path: str, schedule: list[tuple[float, bytes]], connec
     results: list = [None] * len(schedule)
     start = time.perf_counter() + 0.2
 
-    async def connection():
+    async def connection(fresh: bool = False):
         nonlocal opened
         async with free:
-            while not idle and opened >= connections:
+            while idle and time.perf_counter() - idle[0][2] > KEEP_IDLE:   # the server closes them at 5 s
+                opened -= 1
+                idle.pop(0)[1].close()
+            while not fresh and not idle and opened >= connections:
                 await free.wait()
-            if idle:
-                return idle.pop()
+            if idle and not fresh:
+                reader, writer, _ = idle.pop()           # the most recently used one
+                return reader, writer
             opened += 1
         try:
             return await asyncio.open_connection(HOST, port)
@@ -169,7 +174,7 @@ async def rush(port: int, path: str, schedule: list[tuple[float, bytes]], connec
         nonlocal opened
         async with free:
             if ok:
-                idle.append(conn)
+                idle.append((*conn, time.perf_counter()))
             else:
                 opened -= 1
                 conn[1].close()
@@ -193,7 +198,7 @@ async def rush(port: int, path: str, schedule: list[tuple[float, bytes]], connec
                 # client does, retry once on a new one; the Idempotency-Key makes that safe anyway).
                 await release(conn, False)
                 conn = None
-                conn = await asyncio.wait_for(connection(), timeout)
+                conn = await asyncio.wait_for(connection(fresh=True), timeout)
                 status, body = await send(conn, data)
             await release(conn, status > 0)
             conn = None
@@ -205,7 +210,7 @@ async def rush(port: int, path: str, schedule: list[tuple[float, bytes]], connec
 
     await asyncio.gather(*(one(i, at, data) for i, (at, data) in enumerate(schedule)))
     wall = time.perf_counter() - start
-    for writer in (w for _, w in idle):
+    for writer in (w for _, w, _ in idle):
         writer.close()
     return results, wall
 
