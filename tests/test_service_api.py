@@ -329,6 +329,72 @@ def test_regrade_preview_then_apply_appends_grades(world, tmp_path):
     assert regrade["actor"].startswith("prof-") and regrade["before"] == {"version": 1}
 
 
+def test_grade_overrides_by_staff_are_audited_and_counted_and_students_see_the_score_not_the_reason(world):
+    w = world
+    sid = w.submit("alice", SLIPS.read_bytes(), key="o1").json()["id"]
+    base = w.client.get(f"/api/v1/submissions/{sid}", headers=w.h("alice")).json()["feedback"]
+    staff_base = w.client.get(f"/api/v1/submissions/{sid}", headers=w.h("prof")).json()["feedback"]
+    ov = f"/api/v1/submissions/{sid}/overrides"
+    secret_reason = "accepted the notes' 97 after the exam review"
+    body = {"question": "conv1_shape", "score": 2, "reason": secret_reason}
+    # Only the instructor and the TA of alice's section: the other section's TA and students get 404.
+    for who in ("ta_b", "amy", "alice", "olga"):
+        r = w.client.post(ov, headers=w.h(who), json=body)
+        assert r.status_code == 404 and secret_reason not in r.text, (who, r.text)
+    assert w.client.post(ov, headers=w.h("ta_a"), json={**body, "score": 3}).status_code == 422      # > points
+    assert w.client.post(ov, headers=w.h("ta_a"), json={**body, "question": "nope"}).status_code == 422
+    assert w.client.post(ov, headers=w.h("ta_a"), json={**body, "reason": "  "}).status_code == 422
+    assert w.client.post(ov, headers=w.h("ta_a"), json={**body, "question": None, "score": None}).status_code == 422
+    r = w.client.post(ov, headers=w.h("ta_a"), json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["by"].startswith("ta_a-") and r.json()["feedback"]["score"] == staff_base["score"] + 2
+    # The student sees the new score and that staff set it, not the reason.
+    r = w.client.get(f"/api/v1/submissions/{sid}", headers=w.h("alice"))
+    fb = r.json()["feedback"]
+    q = {x["id"]: x for x in fb["result"]["questions"]}["conv1_shape"]
+    assert fb["score"] == base["score"] + 2 and q["score"] == 2 and q["status"] == "passed"
+    assert secret_reason not in r.text and fb["overrides"] == [
+        {"id": fb["overrides"][0]["id"], "submission_id": sid, "question": "conv1_shape", "score": 2.0,
+         "created_at": fb["overrides"][0]["created_at"]}]
+    text = w.client.get(f"/api/v1/submissions/{sid}/feedback", headers=w.h("alice")).text
+    assert "PASS   1. conv1_shape" in text and "score set to 2 (graded 0) by the course staff" in text
+    assert secret_reason not in text
+    staff = w.client.get(f"/api/v1/submissions/{sid}", headers=w.h("prof")).text
+    assert secret_reason in staff
+    # An override of a hidden question stays hidden from the student.
+    r = w.client.post(ov, headers=w.h("prof"), json={"question": "w1_new_lr1", "score": 1, "reason": "lenient",
+                                                      "show_reason": True})
+    assert r.status_code == 201
+    r = w.client.get(f"/api/v1/submissions/{sid}", headers=w.h("alice"))
+    assert "lenient" not in r.text and len(r.json()["feedback"]["overrides"]) == 1
+    # The whole submission's score, with the reason shown: the student sees both.
+    r = w.client.post(ov, headers=w.h("prof"), json={"score": 10, "reason": "oral exam", "show_reason": True})
+    assert r.status_code == 201
+    r = w.client.get(f"/api/v1/submissions/{sid}", headers=w.h("alice"))
+    assert r.json()["feedback"]["score"] == 10 and "oral exam" in r.text
+    book = w.client.get(url(w, "/gradebook"), headers=w.h("prof")).json()
+    row = next(x for x in book["rows"] if x["user_id"] == w.users["alice"])
+    assert row["raw_score"] == 10 and row["overridden"] and row["questions"]["conv1_shape"] == 2
+    stats = w.client.get(url(w, "/stats"), headers=w.h("prof")).json()
+    assert next(x for x in stats["questions"] if x["id"] == "conv1_shape")["full_points"] == 1
+    # Taken back (appended, not deleted): the questions' sum counts again; the history keeps everything.
+    assert w.client.post(ov, headers=w.h("prof"), json={"score": None, "reason": "oral exam cancelled"}
+                         ).status_code == 201
+    fb = w.client.get(f"/api/v1/submissions/{sid}", headers=w.h("alice")).json()["feedback"]
+    assert fb["score"] == base["score"] + 2
+    history = w.client.get(ov, headers=w.h("ta_a")).json()
+    assert [(h["question"], h["score"]) for h in history] == [("conv1_shape", 2.0), ("w1_new_lr1", 1.0), (None, 10.0),
+                                                              (None, None)]
+    assert w.client.get(ov, headers=w.h("ta_b")).status_code == 404
+    assert w.client.get(ov, headers=w.h("alice")).status_code == 404
+    audit = w.client.get(f"/api/v1/courses/{w.course_id}/audit", headers=w.h("prof")).json()
+    first = next(e for e in audit if e["action"] == "grade.override" and e["after"]["question"] == "conv1_shape")
+    assert first["actor"].startswith("ta_a-") and first["object_id"] == sid
+    assert first["before"] == {"question": "conv1_shape", "score": 0.0, "overridden": False}
+    assert first["after"]["reason"] == secret_reason and first["after"]["student"].startswith("alice-")
+    assert any(e["action"] == "grade.override_removed" for e in audit)
+
+
 def test_upload_errors_name_file_line_col_and_versions_are_immutable(world, tmp_path):
     w = world
     bad = tmp_path / "hw" / "bad.yaml"

@@ -3,8 +3,8 @@
 Rules the schema enforces rather than the code: an idempotency key is unique per student and assignment
 (a retried upload finds its submission); a submission is graded at most once per assignment version
 (grades: unique (submission, version) - a job run twice, or a job racing the in-request grading, cannot make
-two grades); assignment versions are immutable rows with a sha256 of their files; grades and audit events are
-only ever inserted.
+two grades); assignment versions are immutable rows with a sha256 of their files; grades, grade overrides and
+audit events are only ever inserted.
 """
 from __future__ import annotations
 
@@ -217,6 +217,22 @@ class Grade(Base):
     grading_seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime]
     __table_args__ = (UniqueConstraint("submission_id", "version_id"),)
+
+
+class GradeOverride(Base):
+    """Append-only: a staff member sets a question's score (question_id) or the whole submission's (question_id
+    None), with a reason. The newest row per (submission, question) counts; score None takes the override
+    back (the graded score counts again). It applies to whichever grade is current, so it outlives regrades."""
+
+    __tablename__ = "grade_overrides"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id", ondelete="CASCADE"), index=True)
+    question_id: Mapped[Optional[str]] = mapped_column(String(200))
+    score: Mapped[Optional[float]] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text)
+    show_reason: Mapped[bool] = mapped_column(Boolean, default=False)    # the student sees the reason too
+    created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime]
 
 
 class Job(Base):

@@ -10,7 +10,7 @@ from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
-from .. import grading, models as m, policy
+from .. import grading, models as m, overrides, policy
 from ..jobs import PRIORITY
 from ..store import UploadError, find_main, manifest_sha, unpack, validate
 from .common import (Principal, assignment_for, audit, db, instructor, iso, manager, membership, not_found, now,
@@ -339,13 +339,14 @@ def regrade(course_id: int, assignment_id: int, number: int, body: RegradeIn, re
     if not body.apply:
         lv = grading.POOL.get(s, v.id)
         new_scores: dict[int, float] = {}
+        found = overrides.latest(s, assignment_id=a.id)     # staff overrides hold after a regrade
         for sub in subs:
             g = s.scalar(select(m.Grade).where(m.Grade.submission_id == sub.id, m.Grade.version_id == v.id))
             if g is not None:
-                new_scores[sub.id] = g.score
+                doc = g.result
             else:
                 doc, _ = grading.grade_payload(lv, sub.filename, sub.payload, grading.student_key(s, sub), at)
-                new_scores[sub.id] = doc["score"]
+            new_scores[sub.id] = overrides.score(doc, found.get(sub.id))
         new_rows = {r["user_id"]: r for r in counted_rows(s, a, mem, override=new_scores)}
         changes = []
         for uid, new in new_rows.items():

@@ -1,7 +1,8 @@
 """Gradebook (JSON, CSV, Canvas- and Moodle-importable CSV) and per-question statistics (staff).
 
 Each student's counted submission is their best one after the late penalty (or their last one, per the
-assignment's `counted`), graded against the current version; a TA sees their section only.
+assignment's `counted`), graded against the current version, with the staff's grade overrides applied before
+the penalty; a TA sees their section only.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 
-from .. import models as m, policy
+from .. import models as m, overrides, policy
 from .common import Principal, assignment_for, db, iso, now, reader, sees_student, staff
 
 router = APIRouter(tags=["gradebook"])
@@ -36,6 +37,7 @@ def counted_rows(s, a: m.Assignment, viewer: m.Membership, override: Optional[di
         if current is None or current.version_id != a.current_version_id:
             grades[g.submission_id] = g
     exts = {e.user_id: e for e in s.scalars(select(m.Extension).where(m.Extension.assignment_id == a.id))}
+    found = overrides.latest(s, assignment_id=a.id)
     rows = []
     for mem in members:
         u = mem.user
@@ -44,7 +46,7 @@ def counted_rows(s, a: m.Assignment, viewer: m.Membership, override: Optional[di
                "submissions": len(subs.get(u.id, [])), "status": "no submission", "submission_id": None,
                "received_at": None, "days_late": None, "penalty_percent": None, "raw_score": None,
                "final_score": None, "max_score": None, "questions": {}, "extension_due_at": None,
-               "_grade": None}
+               "overridden": False, "_grade": None, "_result": None}
         ext = exts.get(u.id)
         if ext is not None:
             row["extension_due_at"] = iso(ext.due_at)
@@ -54,7 +56,7 @@ def counted_rows(s, a: m.Assignment, viewer: m.Membership, override: Optional[di
             if override is not None and sub.id in override:
                 raw = override[sub.id]
             elif g is not None:
-                raw = g.score
+                raw = overrides.score(g.result, found.get(sub.id))
             else:
                 row["status"] = "pending"
                 continue
@@ -68,9 +70,11 @@ def counted_rows(s, a: m.Assignment, viewer: m.Membership, override: Optional[di
             row.update(status="pending regrade" if pending and override is None else "graded",
                        submission_id=sub.id, received_at=iso(sub.received_at),
                        days_late=late.days_late, penalty_percent=late.penalty_percent, raw_score=raw,
-                       final_score=final, max_score=g.max_score if g else None, _grade=g)
+                       final_score=final, max_score=g.max_score if g else None, _grade=g,
+                       overridden=bool(found.get(sub.id)))
             if g is not None and override is None:
-                row["questions"] = {q["id"]: q["score"] for q in g.result.get("questions", [])}
+                row["_result"] = overrides.apply(g.result, found.get(sub.id))
+                row["questions"] = {q["id"]: q["score"] for q in row["_result"].get("questions", [])}
         rows.append(row)
     return rows
 
@@ -103,6 +107,7 @@ def gradebook(course_id: int, assignment_id: int, request: Request,
     rows = counted_rows(s, a, mem)
     for r in rows:
         r.pop("_grade")
+        r.pop("_result")
     if format == "json":
         return {"assignment": {"id": a.id, "name": a.name, "title": a.title, "version": version.number,
                                "max_score": max_score, "questions": version.questions}, "rows": rows}
@@ -136,11 +141,11 @@ def stats(course_id: int, assignment_id: int, request: Request, p: Principal = D
     mem = staff(s, p.user, course_id)
     a = assignment_for(s, mem, assignment_id, now(request))
     version = s.get(m.AssignmentVersion, a.current_version_id)
-    rows = [r for r in counted_rows(s, a, mem) if r["_grade"] is not None]
+    rows = [r for r in counted_rows(s, a, mem) if r["_result"] is not None]
     per_q = {q["id"]: {"id": q["id"], "points": q["points"], "scores": [], "status": Counter(),
                        "outcome": Counter(), "diagnoses": Counter()} for q in version.questions}
     for r in rows:
-        for q in r["_grade"].result.get("questions", []):
+        for q in r["_result"].get("questions", []):
             st = per_q.get(q["id"])
             if st is None:
                 continue

@@ -12,15 +12,16 @@ from typing import Literal, Optional
 from fastapi import APIRouter, Depends, File, Header, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import and_, bindparam, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import lazyload
 
-from .. import grading, models as m, policy
+from .. import grading, models as m, overrides, policy
 from ..jobs import PRIORITY
 from ..security import digest as digest_secret, sha256_bytes
-from .common import (Principal, assignment_for, bearer_token, db, iso, lookup_caller, membership, not_found, now,
-                     reader, require_scope, sees_student, service, submitter, token_principal)
+from .common import (Principal, assignment_for, audit, bearer_token, db, iso, lookup_caller, manager, membership,
+                     not_found, now, reader, require_scope, sees_student, service, submitter, token_principal)
 
 router = APIRouter(tags=["submissions"])
 log = logging.getLogger("cnnspec.service")
@@ -48,12 +49,27 @@ def feedback_json(s, sub: m.Submission, a: m.Assignment, student_view: bool, at)
         return {"status": "pending"}
     ext = s.scalar(select(m.Extension).where(m.Extension.assignment_id == a.id, m.Extension.user_id == sub.user_id))
     late = policy.lateness(a, ext, sub.received_at)
-    doc = grading.student_view(g.result, policy.release_time(a, ext), at) if student_view else g.result
+    found = overrides.latest(s, [sub.id]).get(sub.id)
+    names = _usernames(s, {o.created_by for o in found.values()}) if found and not student_view else {}
+    doc = overrides.apply(g.result, found, staff=not student_view, names=names)
+    if student_view:
+        doc = overrides.fix_student_total(grading.student_view(doc, policy.release_time(a, ext), at), doc, found)
+        shown = {q["id"] for q in doc["questions"] if q["status"] != "withheld"} | {overrides.WHOLE}
+        listed = [o for key, o in (found or {}).items() if key in shown]
+    else:
+        listed = list((found or {}).values())
     version = s.get(m.AssignmentVersion, g.version_id)
     return {"status": "graded", "view": "student" if student_view else "staff", "version": version.number,
             "current_version": g.version_id == a.current_version_id, "graded_at": iso(g.created_at),
             "score": doc["score"], "max_score": doc["max_score"], "late": late.as_json(),
-            "score_after_penalty": late.apply(doc["score"]), "result": doc}
+            "score_after_penalty": late.apply(doc["score"]), "result": doc,
+            "overrides": [overrides.as_json(o, not student_view, names.get(o.created_by, "")) for o in listed]}
+
+
+def _usernames(s, ids) -> dict[int, str]:
+    if not ids:
+        return {}
+    return dict(s.execute(select(m.User.id, m.User.username).where(m.User.id.in_(list(ids)))).all())
 
 
 def _find(s, p: Principal, submission_id: int):
@@ -330,3 +346,78 @@ def get_payload(submission_id: int, p: Principal = Depends(reader), s=Depends(db
     return Response(sub.payload, media_type="application/octet-stream",
                     headers={"Content-Disposition": f'attachment; filename="{sub.filename}"',
                              "X-Content-SHA256": sub.sha256})
+
+
+# ------------------------------------------------------------------------ grade overrides
+
+
+class OverrideIn(BaseModel):
+    question: Optional[str] = Field(None, max_length=200, description="a question's id; null: the whole "
+                                    "submission's score")
+    score: Optional[float] = Field(..., ge=0, description="the score that counts (at most the question's points, "
+                                   "or the assignment's maximum); null takes the override back")
+    reason: str = Field(min_length=1, max_length=2000, description="why (kept in the audit trail)")
+    show_reason: bool = Field(False, description="the student sees the reason too (they always see the score)")
+
+
+def _staff_find(s, p: Principal, submission_id: int):
+    """A submission the caller grades: instructors, and TAs of the student's section; else 404."""
+    sub, a, viewer = _find(s, p, submission_id)
+    owner = s.scalar(select(m.Membership).where(m.Membership.course_id == a.course_id,
+                                                m.Membership.user_id == sub.user_id))
+    if viewer.role not in ("instructor", "ta") or not sees_student(viewer, owner):
+        raise not_found("submission not found")
+    return sub, a, viewer, owner
+
+
+@router.post("/submissions/{submission_id}/overrides", status_code=201,
+             summary="Override a question's or the submission's score, with a reason (instructors; TAs of the "
+                     "student's section); appended, audited")
+def add_override(submission_id: int, body: OverrideIn, request: Request, p: Principal = Depends(manager),
+                 s=Depends(db)):
+    sub, a, viewer, owner = _staff_find(s, p, submission_id)
+    if not body.reason.strip():
+        raise HTTPException(422, "reason: say why the score is set by hand")
+    g = latest_grade(s, sub, a)
+    if g is None:
+        raise HTTPException(409, "the submission is not graded yet; override its score once it is")
+    questions = {q["id"]: q for q in g.result.get("questions", [])}
+    if body.question is not None and body.question not in questions:
+        raise HTTPException(422, f"question: no question '{body.question}' in this assignment (questions: "
+                                 f"{', '.join(questions)})")
+    limit = questions[body.question]["points"] if body.question is not None else g.result["max_score"]
+    if body.score is not None and body.score > limit:
+        raise HTTPException(422, f"score: at most {limit:g} points")
+    found = overrides.latest(s, [sub.id]).get(sub.id) or {}
+    key = body.question or overrides.WHOLE
+    previous = found.get(key)
+    if body.score is None and previous is None:
+        raise HTTPException(422, "score: null takes an override back, and this score has none")
+    graded = (questions[body.question]["score"] if body.question is not None else
+              overrides.score(g.result, {k: o for k, o in found.items() if k != overrides.WHOLE}))
+    at = now(request)
+    o = m.GradeOverride(submission_id=sub.id, question_id=body.question, score=body.score, reason=body.reason.strip(),
+                        show_reason=body.show_reason, created_by=p.user.id, created_at=at)
+    s.add(o)
+    s.flush()
+    student = owner.user.username if owner is not None else str(sub.user_id)
+    audit(s, p.user, a.course_id, "grade.override" if body.score is not None else "grade.override_removed",
+          "submission", sub.id, at,
+          before={"question": body.question, "score": previous.score if previous else graded,
+                  "overridden": previous is not None},
+          after={"question": body.question, "score": body.score if body.score is not None else graded,
+                 "reason": o.reason, "show_reason": o.show_reason, "student": student,
+                 "assignment": a.name, "submission_number": sub.number})
+    s.commit()
+    out = overrides.as_json(o, True, p.user.username)
+    out["feedback"] = feedback_json(s, sub, a, False, at)
+    return out
+
+
+@router.get("/submissions/{submission_id}/overrides",
+            summary="Every override of a submission's scores, oldest first, with who and why (staff)")
+def list_overrides(submission_id: int, p: Principal = Depends(reader), s=Depends(db)):
+    sub, _, _, _ = _staff_find(s, p, submission_id)
+    rows = overrides.history(s, sub.id)
+    names = _usernames(s, {o.created_by for o in rows})
+    return [overrides.as_json(o, True, names.get(o.created_by, "")) for o in rows]
