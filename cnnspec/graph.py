@@ -7,7 +7,6 @@ together as one ShapeError, each with the layer's position in the YAML file.
 """
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from typing import Any
 
 from . import limits, shapes
 from .errors import Problem, ShapeError, SpecError
-from .schema import INPUT_NAME, Spec
+from .schema import INPUT_NAME, Spec, closest
 
 # Per-sample limit on any one tensor (activation or parameter): 2**28 values is 2 GiB in float64.
 # The whole model's parameters and memory have limits too, set by the memory limit (limits.py).
@@ -277,6 +276,9 @@ def default_names(spec: Spec) -> list[str]:
 _INVALID = object()  # a value the schema rejects (and reports); reference checks skip it
 
 
+SUGGEST_PER_FILE = 100  # "did you mean" for at most this many unknown layer names per spec
+
+
 def _resolve_references(layers: list[tuple[str | None, str | None, Any]], doc, problem) -> tuple[list, list]:
     """Names unique and not 'input'; every `inputs` entry names the model input or a layer above.
 
@@ -304,6 +306,7 @@ def _resolve_references(layers: list[tuple[str | None, str | None, Any]], doc, p
             declared_at[name] = i
 
     sources: list = []
+    suggestions = [0]  # did-you-mean work is bounded per file, not only per word
     for i, ((ltype, _, inputs), name) in enumerate(zip(layers, names)):
         if name is None or i in duplicate or inputs is _INVALID:
             sources.append(None)
@@ -327,10 +330,14 @@ def _resolve_references(layers: list[tuple[str | None, str | None, Any]], doc, p
                 problem(f"layer '{name}': input '{src}' is declared later (line {line}); a layer can only take "
                         "inputs from layers above it (this also rules out cycles)", ipath)
             elif names_known:
-                known = list(dict.fromkeys([INPUT_NAME] + [n for n in names[:i] if n]))
-                close = difflib.get_close_matches(src, known, n=1, cutoff=0.6)
-                hint = f"; did you mean '{close[0]}'?" if close else ""
-                problem(f"layer '{name}': unknown input '{src}'{hint} (layers above: {_listing(known)})", ipath)
+                above = [n for n in names[:i] if n]
+                known = [INPUT_NAME] + above[:SUGGEST_PER_FILE] if len(above) > SUGGEST_PER_FILE else \
+                    list(dict.fromkeys([INPUT_NAME] + above))
+                suggestions[0] += 1
+                close = closest(src, known) if suggestions[0] <= SUGGEST_PER_FILE else None
+                hint = f"; did you mean '{close}'?" if close else ""
+                listing = _listing(known) + (f", ... ({len(above):,} in all)" if len(above) > SUGGEST_PER_FILE else "")
+                problem(f"layer '{name}': unknown input '{src}'{hint} (layers above: {listing})", ipath)
         if len(srcs) != len(inputs):
             sources.append(None)
             continue
@@ -434,13 +441,13 @@ def _check_weights(spec: Spec, graph: Graph, failed_names: set[str], problem) ->
             if node is not None:
                 has = [*node.params, *node.buffers]
                 why = " (it has bias: false)" if local == "bias" and getattr(node.layer, "bias", True) is False else ""
-                close = difflib.get_close_matches(local, has, n=1, cutoff=0.6)
-                hint = f"; did you mean '{layer_name}.{close[0]}'?" if close else ""
+                close = closest(local, has)
+                hint = f"; did you mean '{layer_name}.{close}'?" if close else ""
                 problem(f"weights: layer '{layer_name}' ({node.type}) has no parameter '{local}'{why}{hint} "
                         f"(its parameters: {', '.join(has) or 'none'})", path, True)
                 continue
-            close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-            problem(f"weights: unknown parameter '{name}'" + (f"; did you mean '{close[0]}'?" if close else "")
+            close = closest(name, known)
+            problem(f"weights: unknown parameter '{name}'" + (f"; did you mean '{close}'?" if close else "")
                     + f" (parameters: {_listing(list(known)) or 'none'})", path, True)
             continue
         if isinstance(value, str):
@@ -508,8 +515,8 @@ def build_graph(spec: Spec, max_memory=None) -> Graph:
 
     if spec.output is not None:
         if spec.output not in names:
-            close = difflib.get_close_matches(spec.output, names, n=1, cutoff=0.6)
-            problem(f"output '{spec.output}' is not a layer" + (f"; did you mean '{close[0]}'?" if close else "")
+            close = closest(spec.output, names)
+            problem(f"output '{spec.output}' is not a layer" + (f"; did you mean '{close}'?" if close else "")
                     + f" (layers: {_listing(names)})", ("output",))
         graph.output = spec.output
     else:

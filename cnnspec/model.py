@@ -12,7 +12,6 @@ refuse a batch whose estimated peak would exceed it, before allocating anything 
 from __future__ import annotations
 
 import copy
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +22,10 @@ from .errors import DataError, Problem, SpecError
 from .graph import PARAM_LAYOUT, Graph, load_spec
 from .init import init_state
 from .losses import LOSSES
-from .ops import OPS
 from . import optim
-from .schema import INPUT_NAME, Spec
+from .ops import OPS
+from .schema import INPUT_NAME, Spec, closest
+
 
 class Model:
     """A compiled spec. See docs/python-api.md; the attributes below are the public surface."""
@@ -84,8 +84,8 @@ class Model:
         unknown, wrong, problems = [], [], []
         for name, value in values.items():
             if name not in known:
-                close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-                unknown.append((name, close[0] if close else None))
+                # did-you-mean for the first few only: the message names a few and counts the rest
+                unknown.append((name, closest(name, known) if len(unknown) < 10 else None))
                 continue
             a = np.asarray(value)
             if a.shape != known[name].shape:

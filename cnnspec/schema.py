@@ -495,7 +495,13 @@ MAX_SUGGESTIONS = 100  # suggestions made for one file's validation errors; late
 
 
 def did_you_mean(word: str, choices) -> str:
-    """"; did you mean 'kernel'?" for the closest choice (difflib's ratio of at least 0.6), or "".
+    """"; did you mean 'kernel'?" for the closest choice (difflib's ratio of at least 0.6), or "" (closest)."""
+    best = closest(word, choices)
+    return f"; did you mean '{best}'?" if best is not None else ""
+
+
+def closest(word: str, choices) -> Optional[str]:
+    """The closest choice (difflib's ratio of at least 0.6), or None.
 
     What difflib.get_close_matches(word, choices, n=1, cutoff=0.6) gives, with its cost bounded whatever
     the input: nothing for a word longer than SUGGEST_MAX_WORD, for more than SUGGEST_MAX_CHOICES
@@ -503,10 +509,10 @@ def did_you_mean(word: str, choices) -> str:
     letter comparisons."""
     word = str(word)
     if len(word) > SUGGEST_MAX_WORD:
-        return ""
+        return None
     picked = list(itertools.islice(choices, SUGGEST_MAX_CHOICES + 1))
     if len(picked) > SUGGEST_MAX_CHOICES:
-        return ""
+        return None
     matcher = difflib.SequenceMatcher()
     matcher.set_seq2(word)
     best, work = None, 0
@@ -516,11 +522,11 @@ def did_you_mean(word: str, choices) -> str:
         if matcher.real_quick_ratio() >= 0.6 and matcher.quick_ratio() >= 0.6:
             work += len(word) * len(choice)
             if work > SUGGEST_MAX_WORK:
-                return ""
+                return None
             score = matcher.ratio()
             if score >= 0.6 and (best is None or (score, choice) > best):
                 best = (score, choice)
-    return f"; did you mean '{best[1]}'?" if best else ""
+    return best[1] if best else None
 
 
 @dataclass(frozen=True)

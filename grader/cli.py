@@ -176,8 +176,12 @@ def run_grade(args: argparse.Namespace) -> int:
     paths = progress(args.submissions, desc="grading") if len(args.submissions) > 1 else args.submissions
     for path in paths:
         results.append(grader.grade_file(path, args.student))
+    copy_check_failed = None
     if len(results) > 1:  # answers matching another student's reference: staff view and gradebook only
-        results = flag_copying(results, grader)
+        try:
+            results = flag_copying(results, grader)
+        except Exception as exc:  # noqa: BLE001 - a staff extra never costs the batch its report
+            copy_check_failed = f"{type(exc).__name__}: {printable(str(exc))[:200]}"
     color = args.format == "text" and not args.output and use_color(sys.stdout)
     text = render(results, args.format, audience="instructor" if args.instructor else "student", color=color,
                   now=now)
@@ -195,7 +199,10 @@ def run_grade(args: argparse.Namespace) -> int:
               + (f", {len(crashed)} not graded (internal error)" if crashed else ""), file=sys.stderr)
     for r in bad + crashed:
         print(r.error if r.error.startswith(str(r.submission)) else f"{r.submission}: {r.error}", file=sys.stderr)
-    if crashed:
+    if copy_check_failed:
+        print(f"internal error in the check for copying between students ({copy_check_failed}); the results above "
+              "are reported without it; this is a bug in cnnspec, please report it", file=sys.stderr)
+    if crashed or copy_check_failed:
         from cnnspec.cli import EXIT_INTERNAL
         return EXIT_INTERNAL
     if bad:

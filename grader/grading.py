@@ -456,7 +456,14 @@ def _answer_array(q: QuestionResult) -> Optional[np.ndarray]:
         a = np.asarray(q.answer, dtype=np.float64)
     except (ValueError, TypeError):
         return None
-    return a if a.size and np.all(np.isfinite(a)) else None
+    return a if _comparable(a) else None
+
+
+def _comparable(a: np.ndarray) -> bool:
+    """Finite values whose magnitudes also sum to a finite number (the index files arrays by that sum); a
+    1e308-sized answer is wrong, but not evidence of copying."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(a.size) and bool(np.all(np.isfinite(a))) and bool(np.isfinite(np.abs(a).sum()))
 
 
 @dataclass
@@ -517,7 +524,7 @@ class CopyCheck:
                 v = np.asarray(ref.expected(q), dtype=np.float64)
             except (CnnspecError, ValueError, TypeError):
                 continue
-            if v.size and np.all(np.isfinite(v)):
+            if _comparable(v):
                 values[q.id] = v
         self.refs[student] = values
         self.names[student] = result.student_id or student

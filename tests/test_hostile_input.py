@@ -212,3 +212,41 @@ def test_a_crash_anywhere_is_exit_3_not_1(capsys, monkeypatch):
     code, out, err = run(capsys, "check", SPEC)
     assert code == EXIT_INTERNAL == 3
     assert "internal error (ZeroDivisionError" in err and "Traceback" not in err
+
+
+def test_an_answer_whose_magnitudes_overflow_does_not_spoil_the_copy_check(capsys, tmp_path):
+    """Finite values whose absolute sum is infinite once crashed the batch-wide copying check (red team F1)."""
+    bn = ROOT / "specs" / "assignments" / "bn_pool_ce.yaml"
+    (tmp_path / "s1.yaml").write_text("student_id: s1\nbn_mean: [1.0e308, 1.0e308]\n")
+    (tmp_path / "s2.yaml").write_text("student_id: s2\nbn_mean: [1, 2]\n")
+    book = tmp_path / "gb.csv"
+    code, out, err = run(capsys, "grade", bn, tmp_path / "s1.yaml", tmp_path / "s2.yaml", "--gradebook", book)
+    assert code == 1 and "internal error" not in err, err
+    assert len(list(csv.DictReader(book.open()))) == 2
+
+
+def test_did_you_mean_work_is_bounded_per_file(monkeypatch):
+    """4,000 layers naming unknown inputs, and a checkpoint with 5,000 unknown names: a suggestion is looked for
+    only for the first ones (red team F4: 143 s for a 240 KB spec, 110 s for a 1.3 MB checkpoint)."""
+    import cnnspec
+    import cnnspec.graph as graph_module
+    import cnnspec.model as model_module
+    from cnnspec.errors import SpecError
+    calls = {"n": 0}
+    real = graph_module.closest
+
+    def counting(word, choices):
+        calls["n"] += 1
+        return real(word, choices)
+
+    monkeypatch.setattr(graph_module, "closest", counting)
+    monkeypatch.setattr(model_module, "closest", counting)
+    layers = "".join(f"  - {{name: layer_{i:05d}, type: relu, inputs: [layer_{i:05d}q]}}\n" for i in range(4000))
+    with pytest.raises(SpecError) as info:
+        cnnspec.loads_spec(f"cnnspec: 1\nname: g\ninput: {{shape: [4]}}\nlayers:\n{layers}")
+    assert "4,000 errors" in str(info.value) and calls["n"] <= graph_module.SUGGEST_PER_FILE
+    calls["n"] = 0
+    model = cnnspec.compile(SPEC)
+    with pytest.raises(DataError):
+        model.set_weights({f"dense_layer_{i:04d}.weight": np.zeros(1) for i in range(5000)}, strict=True)
+    assert calls["n"] <= 10
