@@ -1,33 +1,27 @@
-"""`cnnspec serve --demo`: a demo course with the lecture assignment (specs/assignments/lecture.yaml, due in a
-week) and three students, created through the API itself (the same code path as a real course)."""
+"""`cnnspec serve --demo`: a demo course with the lecture assignment (due in a week) and three students, created
+through the API itself (the same code path as a real course). The assignment's files come with the package
+(demo_assignment.py), so this works from an installed wheel as well as from a source checkout; the notes'
+answers are written to the data directory for the `cnnspec submit` command it prints."""
 from __future__ import annotations
 
 import secrets
 from datetime import timedelta
-from pathlib import Path
 
 from sqlalchemy import select
 
-from cnnspec.errors import DataError
-
-from . import models as m
+from . import demo_assignment, models as m
 from .security import hash_password
-
-LECTURE = Path(__file__).resolve().parents[2] / "specs" / "assignments" / "lecture.yaml"
 
 
 def load_demo(svc, base: str) -> list[str]:
     from fastapi.testclient import TestClient
 
     from .app import create_app
-    from .store import assignment_files
 
     with svc.sessions() as s:
         if s.scalar(select(m.User).where(m.User.username == "demo-instructor")) is not None:
             return ["demo course: already created (log in as demo-instructor / student1..3 with the passwords "
                     "printed the first time)"]
-    if not LECTURE.is_file():
-        raise DataError(f"--demo needs the lecture assignment {LECTURE} (run from a source checkout of cnnspec)")
     at = svc.settings.clock.now()
     passwords = {name: secrets.token_urlsafe(9) for name in ("demo-instructor", "student1", "student2", "student3")}
     with svc.sessions() as s, s.begin():
@@ -40,9 +34,8 @@ def load_demo(svc, base: str) -> list[str]:
     h = {"X-CSRF-Token": r.json()["csrf_token"]}
     course = client.post("/api/v1/courses", json={"code": "demo", "title": "cnnspec demo course"}, headers=h).json()
     cid = course["id"]
-    files, main = assignment_files(LECTURE)
-    r = client.post(f"/api/v1/courses/{cid}/assignments", headers=h, data={"main": main},
-                    files=[("files", (path, data)) for path, data in files.items()])
+    r = client.post(f"/api/v1/courses/{cid}/assignments", headers=h, data={"main": demo_assignment.MAIN},
+                    files=[("files", (path, text.encode())) for path, text in demo_assignment.FILES.items()])
     r.raise_for_status()
     aid = r.json()["id"]
     due = at + timedelta(days=7)
@@ -60,9 +53,11 @@ def load_demo(svc, base: str) -> list[str]:
     r = client.post("/api/v1/auth/login", json={"username": "student1", "password": passwords["student1"]})
     token = client.post("/api/v1/me/tokens", json={"name": "demo"},
                         headers={"X-CSRF-Token": r.json()["csrf_token"]}).json()["token"]
+    answers = svc.settings.data_dir / "demo-answers.yaml"     # the notes' answers, with their two slips
+    answers.parent.mkdir(parents=True, exist_ok=True)
+    answers.write_text(demo_assignment.ANSWERS, encoding="utf-8")
     lines = [f"demo course {cid} 'demo': assignment {aid} 'lecture-2024-12-08' (due {due:%Y-%m-%d %H:%M} UTC)"]
     lines += [f"  {name:<16} password {pw}" for name, pw in passwords.items()]
     lines += [f"  student1's API token: {token}",
-              f"  try: CNNSPEC_TOKEN={token} cnnspec submit {cid}/{aid} "
-              f"tests/grader_data/lecture/lecture_slips.yaml --server {base}"]
+              f"  try: CNNSPEC_TOKEN={token} cnnspec submit {cid}/{aid} {answers} --server {base}"]
     return lines
