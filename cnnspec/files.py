@@ -132,6 +132,26 @@ def check_output(path) -> Path:
     return path
 
 
+def check_outputs(outputs: dict) -> None:
+    """check_output for each of {option: path or None}, and no two options naming the same file (also through
+    a link or another spelling of the path): one output would silently replace the other. Call it before
+    any work, so a bad output path fails at once."""
+    seen: dict = {}
+    for option, path in outputs.items():
+        if not path:
+            continue
+        check_output(path)
+        try:
+            st = os.stat(path)
+            key = (st.st_dev, st.st_ino)
+        except OSError:
+            key = os.path.realpath(path)
+        if key in seen:
+            raise DataError(f"{option} {printable(str(path))}: the same file as {seen[key]}; one output would "
+                            "replace the other (give two names)")
+        seen[key] = f"{option} {printable(str(path))}"
+
+
 class _Temp:
     """A file being written in `path`'s folder, renamed over `path` by commit()."""
 
@@ -140,8 +160,13 @@ class _Temp:
         self.parent = path.parent if str(path.parent) else Path(".")
         self.fd = None
         self.name = None  # the named temporary sibling, when O_TMPFILE is not available
+        try:  # a replaced file keeps its permissions (a 0600 solution or gradebook stays private)
+            self.mode = stat.S_IMODE(os.stat(path).st_mode)
+        except OSError:
+            self.mode = 0o666 & ~_umask()  # as readable as any new file
         try:
-            self.fd = os.open(self.parent, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o666)
+            self.fd = os.open(self.parent, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+            os.fchmod(self.fd, self.mode)
             self.writable = f"/proc/self/fd/{self.fd}"
             if not os.path.exists(self.writable):
                 raise OSError(errno.ENOENT, "no /proc")
@@ -153,14 +178,14 @@ class _Temp:
                 fd, self.name = tempfile.mkstemp(dir=self.parent, prefix=f".{path.name}.", suffix=".tmp")
             except OSError as exc:
                 raise DataError(f"{printable(str(path))}: cannot write ({_os_reason(exc)})") from None
-            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are as readable as any new file
+            os.fchmod(fd, self.mode)
             os.close(fd)
             self.writable = self.name
 
     def commit(self) -> None:
         if self.fd is not None:  # give the unnamed file a hidden name, then rename that into place
             self.name = tempfile.mktemp(dir=self.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-            _link_unnamed(self.fd, self.name)
+            _link_unnamed(self.fd, self.name, self.mode)
         check_output(self.path)  # it may have become a symlink or an input while we wrote
         os.replace(self.name, self.path)
         self.name = None
@@ -173,7 +198,7 @@ class _Temp:
             self.fd = None
 
 
-def _link_unnamed(fd: int, name: str) -> None:
+def _link_unnamed(fd: int, name: str, mode: int) -> None:
     """Give the O_TMPFILE file `fd` the name `name`: linkat(AT_EMPTY_PATH), else through /proc, else a copy."""
     try:
         import ctypes
@@ -189,7 +214,7 @@ def _link_unnamed(fd: int, name: str) -> None:
     except OSError:
         pass
     with open(name, "xb") as out:  # no way to name it here: copy what was written
-        os.fchmod(out.fileno(), 0o666 & ~_umask())
+        os.fchmod(out.fileno(), mode)
         offset, size = 0, os.fstat(fd).st_size
         while offset < size:
             chunk = os.pread(fd, _CHUNK, offset)

@@ -25,6 +25,7 @@ FORMAT_VERSION = 1
 ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]*$"
 RESERVED_IDS = ("student_id",)
 MAX_DATA_ELEMENTS = 10_000_000
+MAX_SUGGESTIONS = 100          # "did you mean" for at most this many unknown names per assignment file
 
 Visibility = Literal["visible", "hidden", "after_due_date"]
 NonFinite = Literal["reject", "match"]
@@ -425,6 +426,12 @@ class _Loader:
         self.f, self.doc, self.path = parsed, doc, path
         self.base = path.parent if path else Path(".")
         self.problems: list[Problem] = []
+        self.suggestions = 0
+
+    def suggest(self, word, choices) -> str:
+        """did_you_mean for the first MAX_SUGGESTIONS unknown names of the file; "" after (bounded work)."""
+        self.suggestions += 1
+        return did_you_mean(word, choices) if self.suggestions <= MAX_SUGGESTIONS else ""
 
     def problem(self, msg: str, path: tuple, key: bool = False):
         self.problems.append(self.doc.problem(msg, path, key))
@@ -456,17 +463,17 @@ class _Loader:
             for key in ("input", "target"):
                 dname = getattr(ref, key)
                 if dname is not None and dname not in entries:
-                    self.problem(f"{key}: unknown data '{dname}'{did_you_mean(dname, entries)} "
+                    self.problem(f"{key}: unknown data '{dname}'{self.suggest(dname, entries)} "
                                  f"(data: {', '.join(entries) or 'none'})", where + (key,))
             for pname, dname in ref.weights.items():
                 if dname not in entries:
-                    self.problem(f"weights: unknown data '{dname}'{did_you_mean(dname, entries)}",
+                    self.problem(f"weights: unknown data '{dname}'{self.suggest(dname, entries)}",
                                  where + ("weights", pname))
                 if name in specs:
                     model_params = self.param_names(specs[name], buffers=True)
                     if pname not in model_params:
                         self.problem(f"weights: model '{name}' has no parameter '{pname}'"
-                                     f"{did_you_mean(pname, model_params)} (parameters: {', '.join(model_params)})",
+                                     f"{self.suggest(pname, model_params)} (parameters: {', '.join(model_params)})",
                                      where + ("weights", pname), key=True)
             if name in specs and ref.input is not None and ref.input in entries:
                 self.check_input_shape(specs[name], entries[ref.input], fixed.get(ref.input), where + ("input",))
@@ -584,7 +591,7 @@ class _Loader:
             else:
                 mname = q.model
                 if mname not in refs:
-                    self.problem(f"unknown model '{mname}'{did_you_mean(mname, refs)} (models: {', '.join(refs)})",
+                    self.problem(f"unknown model '{mname}'{self.suggest(mname, refs)} (models: {', '.join(refs)})",
                                  where + ("model",))
                     continue
             model_of[q.id] = mname
@@ -598,7 +605,7 @@ class _Loader:
                 if dep == q.id:
                     self.problem(f"question '{q.id}' cannot depend on itself", ("questions", i, "depends_on", j))
                 elif dep not in ids:
-                    self.problem(f"depends_on: unknown question '{dep}'{did_you_mean(dep, ids)}",
+                    self.problem(f"depends_on: unknown question '{dep}'{self.suggest(dep, ids)}",
                                  ("questions", i, "depends_on", j))
         return model_of
 
@@ -609,7 +616,7 @@ class _Loader:
         every = sorted({c for codes in CODES.values() for c in codes})
         for code in self.f.hints:
             if code not in every:
-                self.problem(f"hints: unknown diagnosis code '{code}'{did_you_mean(code, every)} (the codes are "
+                self.problem(f"hints: unknown diagnosis code '{code}'{self.suggest(code, every)} (the codes are "
                              "listed in docs/grading.md)", ("hints", code), key=True)
         for i, q in enumerate(self.f.questions):
             own = CODES.get(q.kind, ())
@@ -621,7 +628,7 @@ class _Loader:
                     msg = (f"{where}: '{code}' is not a diagnosis of {q.kind} questions (their codes: "
                            f"{', '.join(own) or 'none'})")
                 else:
-                    msg = (f"{where}: unknown diagnosis code '{code}'{did_you_mean(code, own or every)} ({q.kind} "
+                    msg = (f"{where}: unknown diagnosis code '{code}'{self.suggest(code, own or every)} ({q.kind} "
                            f"questions have: {', '.join(own) or 'none'})")
                 self.problem(msg, ("questions", i, "hints", code), key=True)
 
@@ -630,7 +637,7 @@ class _Loader:
         nodes = graph.nodes
         layer = getattr(q, "layer", None)
         if layer is not None and layer not in nodes:
-            self.problem(f"model '{mname}' has no layer '{layer}'{did_you_mean(layer, nodes)} (layers: "
+            self.problem(f"model '{mname}' has no layer '{layer}'{self.suggest(layer, nodes)} (layers: "
                          f"{', '.join(nodes)})", where + ("layer",))
             return
         if q.kind == "kernel_shape" and nodes[layer].type != "conv2d":
@@ -644,7 +651,7 @@ class _Loader:
             if q.kind == "gradient":
                 names = names + [INPUT_NAME]
             if param not in names:
-                self.problem(f"model '{mname}' has no parameter '{param}'{did_you_mean(param, names)} (parameters: "
+                self.problem(f"model '{mname}' has no parameter '{param}'{self.suggest(param, names)} (parameters: "
                              f"{', '.join(names) or 'none'})", where + ("param",))
         if q.kind in NEEDS_INPUT and ref.input is None:
             self.problem(f"{q.kind} needs data: give model '{mname}' an 'input:' (a data name)", where + ("kind",))

@@ -169,6 +169,8 @@ def run_grade(args: argparse.Namespace) -> int:
     if args.student and len(args.submissions) != 1:
         raise DataError("--student applies to one submission; each of several submissions names its own "
                         "student_id")
+    from cnnspec.files import check_outputs
+    check_outputs({"-o": args.output, "--gradebook": args.gradebook})  # before any work: nothing half-written
     now = _now(args)
     assignment = load_assignment(args.assignment)
     grader = Grader(assignment, now=now)

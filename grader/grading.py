@@ -38,6 +38,7 @@ from .report import CarriedForward, CopyMatch, Diagnosis, QuestionResult, Submis
 from .submission import Answer, Submission, load_submission
 
 REFERENCE_CACHE = 64
+MAX_UNKNOWN_WARNINGS = 20   # answers for unknown questions named one by one (with a did-you-mean)
 
 
 @dataclass
@@ -166,9 +167,12 @@ class Grader:
         for q in self._order:
             results[q.id] = self._question(q, sub.answers.get(q.id), ref, states)
         ids = [q.id for q in a.questions]
-        for key in sub.answers:
-            if key not in results:
-                warnings.append(f"answer for unknown question '{key}' ignored{did_you_mean(key, ids)}")
+        unknown = [key for key in sub.answers if key not in results]
+        for key in unknown[:MAX_UNKNOWN_WARNINGS]:
+            warnings.append(f"answer for unknown question '{key}' ignored{did_you_mean(key, ids)}")
+        if len(unknown) > MAX_UNKNOWN_WARNINGS:
+            more = len(unknown) - MAX_UNKNOWN_WARNINGS
+            warnings.append(f"and {more:,} more answer{'s' if more != 1 else ''} for unknown questions ignored")
         qs = [results[q.id] for q in a.questions]
         score = round(sum(r.score for r in qs), 9)
         result = SubmissionResult(

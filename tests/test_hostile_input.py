@@ -250,3 +250,32 @@ def test_did_you_mean_work_is_bounded_per_file(monkeypatch):
     with pytest.raises(DataError):
         model.set_weights({f"dense_layer_{i:04d}.weight": np.zeros(1) for i in range(5000)}, strict=True)
     assert calls["n"] <= 10
+
+
+def test_a_replaced_output_keeps_its_permissions(tmp_path):
+    """A 0600 solution or gradebook stays 0600 when rewritten (red team F9); a new file gets the umask's mode."""
+    private = tmp_path / "solution.yaml"
+    private.write_text("old")
+    private.chmod(0o600)
+    atomic_write(private, lambda tmp: Path(tmp).write_text("new"))
+    assert private.read_text() == "new" and (private.stat().st_mode & 0o777) == 0o600
+    fresh = tmp_path / "fresh.txt"
+    atomic_write(fresh, lambda tmp: Path(tmp).write_text("x"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (fresh.stat().st_mode & 0o777) == 0o666 & ~umask
+
+
+def test_two_outputs_of_one_command_cannot_name_the_same_file(capsys, tmp_path):
+    """-o and --gradebook (or train's --out and --plot) naming one file: refused before any work (red team F10),
+    and a bad second output no longer leaves the first one written (F13)."""
+    report = tmp_path / "r.txt"
+    code, _, err = run(capsys, "grade", LECTURE, SUB / "correct.yaml", "-o", report, "--gradebook", report)
+    assert code == 2 and "the same file as -o" in err and not report.exists()
+    code, _, err = run(capsys, "grade", LECTURE, SUB / "correct.yaml", "-o", report, "--gradebook",
+                       tmp_path / "missing" / "g.csv")
+    assert code == 2 and "does not exist" in err and not report.exists()
+    d = tmp_path / "d.npz"
+    np.savez(d, x=np.ones((4, 2)), y=np.ones((4, 1)))
+    code, _, err = run(capsys, "train", SPEC, "--data", d, "--out", tmp_path / "same", "--plot", tmp_path / "same")
+    assert code == 2 and "the same file as --out" in err

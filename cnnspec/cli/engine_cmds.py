@@ -246,7 +246,7 @@ DIVERGED_GROWTH = 1e6  # an epoch's mean loss this many times the first batch's:
 def run_train(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..files import check_output
+    from ..files import check_outputs
     from ..model import predictions
     from ..plot import TrainingHistory
     from ..progress import progress
@@ -274,9 +274,7 @@ def run_train(args: argparse.Namespace) -> int:
     chosen = "" if args.out else " (named after the spec; --out chooses another)"
     if not args.out:
         args.out = default_checkpoint(args.spec)
-    for path in (args.out, args.plot):  # refuse a bad output now, not after the first epoch
-        if path:
-            check_output(path)
+    check_outputs({"--out": args.out, "--plot": args.plot})  # refuse a bad output now, not after an epoch
     n = len(x)
     batch = min(args.batch_size, n)
     # Refuse before the first step: the data sets, a batch copied out of them, and a training step.
