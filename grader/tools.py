@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import shlex
 import stat
 import zipfile
 from pathlib import Path
@@ -13,6 +15,7 @@ import yaml
 
 import cnnspec
 from cnnspec.errors import CnnspecError, DataError
+from cnnspec.text import printable
 
 from .assignment import FLOAT_KINDS, Assignment
 from .grading import question_text
@@ -266,6 +269,31 @@ def _path(name: str, base: Path) -> Path:
     return p if p.is_absolute() else base / p
 
 
+_SAFE_STEM = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")  # a model name that is also a safe file name
+BUNDLED_ASSIGNMENT = "assignment.yaml"  # the bundled assignment's own name: the scripts never quote a user's
+
+
+class _Dumper(yaml.SafeDumper):
+    """YAML as cnnspec reads it (1.2): a string that cnnspec would read as a number, a boolean or null
+    ('1e5', '0o17', 'yes' is fine) is written quoted."""
+
+
+def _str(dumper, value):
+    from cnnspec import yaml_io
+    try:
+        plain = yaml_io.loads(f"v: {value}\n").data == {"v": value} if value and "\n" not in value else False
+    except Exception:  # noqa: BLE001 - anything that does not read back as itself is quoted
+        plain = False
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=None if plain else "'")
+
+
+_Dumper.add_representer(str, _str)
+
+
+def _dump(data) -> str:
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=100, allow_unicode=True)
+
+
 def bundled_assignment(a: Assignment) -> tuple[str, dict[str, Path]]:
     """The assignment as the bundle holds it: every file it names (spec files, their weights, .npy data) gets
     a fixed name inside the bundle's assignment/ folder, and the assignment and specs say those names. So
@@ -278,19 +306,19 @@ def bundled_assignment(a: Assignment) -> tuple[str, dict[str, Path]]:
     for key in ref_keys:
         ref = data[key[0]] if len(key) == 1 else data[key[0]][key[1]]
         name = key[-1] if len(key) == 2 else "model"
+        stem = name if _SAFE_STEM.fullmatch(str(name)) else f"model-{ref_keys.index(key) + 1}"
         spec = ref.get("spec")
         if isinstance(spec, str):
             src = _path(spec, a.base)
-            spec_data, weight_files = _spec_files(a.specs[name].document.data, src.parent, f"specs/{name}")
+            spec_data, weight_files = _spec_files(a.specs[name].document.data, src.parent, f"specs/{stem}")
             if weight_files:  # the spec names files: write it with the new names (its comments are lost)
-                texts[f"specs/{name}.yaml"] = f"# {src.name}, as bundled by cnnspec\n" + yaml.safe_dump(
-                    spec_data, sort_keys=False, default_flow_style=None, width=100)
+                texts[f"specs/{stem}.yaml"] = f"# {printable(src.name)}, as bundled by cnnspec\n" + _dump(spec_data)
             else:  # keep the instructor's text as it is
-                files[f"specs/{name}.yaml"] = src
+                files[f"specs/{stem}.yaml"] = src
             files.update(weight_files)
-            ref["spec"] = f"specs/{name}.yaml"
+            ref["spec"] = f"specs/{stem}.yaml"
         elif isinstance(spec, dict):  # inline: its weight files are relative to the assignment
-            ref["spec"], weight_files = _spec_files(spec, a.base, f"specs/{name}")
+            ref["spec"], weight_files = _spec_files(spec, a.base, f"specs/{stem}")
             ref["spec"] = _relative_weights(ref["spec"], "specs/")
             files.update(weight_files)
     for dname, entry in a.entries.items():
@@ -298,8 +326,8 @@ def bundled_assignment(a: Assignment) -> tuple[str, dict[str, Path]]:
             files[f"data/{dname}.npy"] = _path(entry.npy, a.base)
             raw = data["data"][dname]
             data["data"][dname] = {**raw, "npy": f"data/{dname}.npy"} if isinstance(raw, dict) else f"data/{dname}.npy"
-    header = f"# {a.path.name if a.path else a.name}, as bundled by cnnspec (paths renamed into the bundle)\n"
-    text = header + yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+    header = f"# {printable(a.path.name if a.path else a.name)}, as bundled by cnnspec (paths renamed into the bundle)\n"
+    text = header + _dump(data)
     return text, {**files, **{k: v for k, v in texts.items()}}
 
 
@@ -369,7 +397,7 @@ def bundle(a: Assignment, wheel: Optional[str] = None, from_pypi: bool = False) 
         raise DataError("bundle needs an assignment file (not text)")
     notes: list[str] = []
     text, files = bundled_assignment(a)
-    rel = a.path.name
+    rel = BUNDLED_ASSIGNMENT
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         def add(name: str, data: bytes, executable: bool = False):
@@ -387,9 +415,9 @@ def bundle(a: Assignment, wheel: Optional[str] = None, from_pypi: bool = False) 
             if w.suffix != ".whl":
                 raise DataError(f"--wheel {wheel}: not a .whl file")
             add(f"dist/{w.name}", read_input(w, "wheel", 2 * 1024**3))
-            install = f"'./dist/{w.name}'"
+            install = shlex.quote(f"./dist/{w.name}")
         elif from_pypi:
-            install = f"'cnnspec=={cnnspec.__version__}'"
+            install = shlex.quote(f"cnnspec=={cnnspec.__version__}")
             notes.append(f"setup.sh installs cnnspec=={cnnspec.__version__} from PyPI: make sure that release exists "
                          "there, or bundle this installation (leave out --from-pypi)")
         else:
@@ -397,7 +425,7 @@ def bundle(a: Assignment, wheel: Optional[str] = None, from_pypi: bool = False) 
             if src is None:
                 name, data = installed_wheel()
                 add(f"dist/{name}", data)
-                install = f"'./dist/{name}'"
+                install = shlex.quote(f"./dist/{name}")
                 notes.append(f"bundled the installed cnnspec as dist/{name}")
             else:
                 for p in sorted(src.iterdir()):

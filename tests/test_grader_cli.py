@@ -282,7 +282,7 @@ def test_bundle_is_a_working_gradescope_autograder(capsys, tmp_path):
         names = zf.namelist()
         modes = {i.filename: i.external_attr >> 16 for i in zf.infolist()}
         zf.extractall(tmp_path / "src")
-    assert {"setup.sh", "run_autograder", "assignment/bn_pool_ce.yaml", "cnnspec-src/pyproject.toml",
+    assert {"setup.sh", "run_autograder", "assignment/assignment.yaml", "cnnspec-src/pyproject.toml",
             "cnnspec-src/grader/cli.py", "cnnspec-src/cnnspec/model.py"} <= set(names)
     assert modes["run_autograder"] & stat.S_IXUSR and modes["setup.sh"] & stat.S_IXUSR
     run_sh = (tmp_path / "src" / "run_autograder").read_text()
@@ -291,10 +291,10 @@ def test_bundle_is_a_working_gradescope_autograder(capsys, tmp_path):
     # What run_autograder does, against the bundled assignment: grade a submission dir into results.json.
     sub = tmp_path / "submission"
     sub.mkdir()
-    run(capsys, "assignment", "solution", tmp_path / "src" / "assignment" / "bn_pool_ce.yaml", "--student", "s9",
+    run(capsys, "assignment", "solution", tmp_path / "src" / "assignment" / "assignment.yaml", "--student", "s9",
         "-o", sub / "answers.yaml")
     res = tmp_path / "results.json"
-    code, _, _ = run(capsys, "grade", tmp_path / "src" / "assignment" / "bn_pool_ce.yaml", sub, "--student", "s9",
+    code, _, _ = run(capsys, "grade", tmp_path / "src" / "assignment" / "assignment.yaml", sub, "--student", "s9",
                      "--format", "gradescope", "-o", res)
     import jsonschema
     doc = json.loads(res.read_text())
@@ -307,7 +307,7 @@ def test_lecture_bundle_renames_every_file_into_the_bundle(capsys, tmp_path):
     out = tmp_path / "a.zip"
     assert run(capsys, "assignment", "bundle", LECTURE, "-o", out)[0] == 0
     names = zipfile.ZipFile(out).namelist()
-    assert "assignment/lecture.yaml" in names and "assignment/specs/conv100.yaml" in names
+    assert "assignment/assignment.yaml" in names and "assignment/specs/conv100.yaml" in names
 
 
 def test_bundle_with_symlinked_and_absolute_paths_grades_from_another_directory(capsys, tmp_path):
@@ -345,7 +345,7 @@ questions:
     shutil.rmtree(course)
     sub = tmp_path / "sub.yaml"
     sub.write_text("y_hat: [[0.38]]\ny_hat2: [[0.38]]\n")
-    code, out_text, err = run(capsys, "grade", unpacked / "assignment" / "hw.yaml", sub)
+    code, out_text, err = run(capsys, "grade", unpacked / "assignment" / "assignment.yaml", sub)
     assert code == 0, out_text + err
 
 
@@ -492,3 +492,42 @@ def test_template_and_solution_say_what_they_wrote_and_whose_data(capsys, tmp_pa
     assert code == 0 and f"wrote the solution {tmp_path / 's.yaml'}" in err and "student s7" in err
     code, out, err = run(capsys, "assignment", "solution", BN)
     assert out.startswith("# Solution") and "sample student" in err  # whose data, even on stdout
+
+
+def test_bundle_with_hostile_names_stays_self_consistent(capsys, tmp_path):
+    """A shell-active assignment file name, a name YAML 1.2 reads as a number, and a model name that is not a
+    file name (red team F11): the scripts name a fixed file, strings stay strings, model files get safe names."""
+    course = tmp_path / "course"
+    course.mkdir()
+    np.savez(tmp_path / "w.npz", **{"fc.weight": np.array([[0.5, 0.1]])})
+    hw = course / "hw$(touch PWNED).yaml"
+    hw.write_text(f"""cnnspec_assignment: 1
+name: "1e5"
+models:
+  "in/line":
+    spec:
+      cnnspec: 1
+      name: "0o17"
+      input: {{shape: [2]}}
+      layers: [{{name: fc, type: dense, units: 1, bias: false}}]
+      weights: {tmp_path / 'w.npz'}
+      loss: {{type: mse}}
+    input: x
+    target: y
+data: {{x: [[0.6, 0.8]], y: [[3.0]]}}
+questions:
+  - {{id: y_hat, kind: output, model: "in/line"}}
+""")
+    out = tmp_path / "a.zip"
+    code, _, err = run(capsys, "assignment", "bundle", hw, "-o", out)
+    assert code == 0, err
+    unpacked = tmp_path / "unpacked"
+    zipfile.ZipFile(out).extractall(unpacked)
+    for script in ("setup.sh", "run_autograder"):
+        assert "$(touch" not in (unpacked / script).read_text()
+    assert all(".." not in n for n in zipfile.ZipFile(out).namelist())
+    shutil.rmtree(course)
+    (tmp_path / "w.npz").unlink()
+    code, out_text, err = run(capsys, "assignment", "check", unpacked / "assignment" / "assignment.yaml")
+    assert code == 0, out_text + err
+    assert "1e5" in out_text and not (tmp_path / "PWNED").exists()
