@@ -158,7 +158,7 @@ def _from_mapping(data: Any, p: Path, doc) -> Submission:
     if student is not None and not isinstance(student, (str, int)) or isinstance(student, bool):
         raise DataError(f"{shown}: student_id must be text or a number, got {printable(repr(student))[:80]}")
     if isinstance(student, str) and not student.isprintable():
-        raise DataError(f"{shown}: student_id {printable(student)[:80]!r} contains control characters or invalid "
+        raise DataError(f"{shown}: student_id '{printable(student)[:80]}' contains control characters or invalid "
                         "text; write the id as plain text")
     if len(data) > MAX_ANSWERS:
         raise DataError(f"{shown}: {len(data):,} keys; a submission answers at most {MAX_ANSWERS:,} questions")
@@ -320,6 +320,8 @@ def _numeric(a: np.ndarray, label: str) -> np.ndarray:
         raise DataError(f"{label}: expected numbers, got an array of dtype {a.dtype}")
     if a.size > MAX_ANSWER_ELEMENTS:
         raise DataError(f"{label}: {a.size:,} values; the limit per answer is {MAX_ANSWER_ELEMENTS:,}")
+    if a.dtype.kind == "u" and a.size and a.max() > np.iinfo(np.int64).max:
+        return a.astype(np.float64)  # uint64 beyond int64 would wrap to a negative number
     return a.astype(np.int64) if a.dtype.kind in "iu" else a.astype(np.float64)
 
 
@@ -349,6 +351,7 @@ def _npz_answers(zf: zipfile.ZipFile, p: Path, shown: str) -> Submission:
         raise DataError(f"{shown}: unpacks to {unpacked:,} bytes; the limit is {MAX_NPZ_UNPACKED:,}")
     answers: dict[str, Answer] = {}
     student = None
+    converted = 0  # bytes of the answers as float64/int64: small dtypes grow up to 8x, bounded here
     for info in infos:
         if info.is_dir():
             continue
@@ -371,8 +374,13 @@ def _npz_answers(zf: zipfile.ZipFile, p: Path, shown: str) -> Submission:
             except UnicodeDecodeError:
                 raise DataError(f"{where}: student_id is not UTF-8 text") from None
             if not student.isprintable():
-                raise DataError(f"{where}: student_id {printable(student)[:80]!r} contains control characters or "
+                raise DataError(f"{where}: student_id '{printable(student)[:80]}' contains control characters or "
                                 "invalid text; write the id as plain text")
+            continue
+        converted += 8 * a.size
+        if converted > MAX_NPZ_UNPACKED:
+            answers[key] = Answer(raw=None, error=f"the answers so far hold {converted // 8:,} values; a submission "
+                                  f"may hold {MAX_NPZ_UNPACKED // 8:,} in all", where=where)
             continue
         try:
             answers[key] = Answer(raw=f"<array {list(a.shape)}>", value=_numeric(a, where), where=where)

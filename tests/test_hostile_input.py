@@ -279,3 +279,19 @@ def test_two_outputs_of_one_command_cannot_name_the_same_file(capsys, tmp_path):
     np.savez(d, x=np.ones((4, 2)), y=np.ones((4, 1)))
     code, _, err = run(capsys, "train", SPEC, "--data", d, "--out", tmp_path / "same", "--plot", tmp_path / "same")
     assert code == 2 and "the same file as --out" in err
+
+
+def test_npz_answers_are_bounded_after_conversion_and_uint64_does_not_wrap(tmp_path, monkeypatch):
+    """int8 members convert to 8x their size (red team F7): the converted total is bounded; a uint64 beyond
+    int64 is read as a float, not wrapped to -1 (F14)."""
+    from grader import submission
+    monkeypatch.setattr(submission, "MAX_NPZ_UNPACKED", 8 * 3000)  # room for 3,000 converted values
+    bomb = tmp_path / "bomb.npz"
+    np.savez_compressed(bomb, **{f"q{i}": np.zeros(1000, dtype=np.int8) for i in range(5)},
+                        big=np.array(2**64 - 1, dtype=np.uint64))
+    sub = submission.load_submission(bomb)
+    errors = [k for k, a in sub.answers.items() if a.error]
+    assert len(errors) == 3 and "may hold 3,000 in all" in sub.answers[errors[0]].error
+    monkeypatch.undo()
+    sub = submission.load_submission(bomb)
+    assert sub.answers["big"].value == float(2**64 - 1)
