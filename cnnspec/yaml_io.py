@@ -59,13 +59,29 @@ class Document:
     def sub(self, prefix: PathKey) -> "Document":
         """The part of this document under `prefix` as a Document of its own, whose positions still point
         into this file (an inline spec inside an assignment)."""
-        n = len(prefix)
+        n, prefix = len(prefix), tuple(prefix)
         data = self.data
         for part in prefix:
             data = data[part]
+        values, keys = self._grouped(n)
         return Document(data, self.filename, self.source,
-                        {k[n:]: v for k, v in self._values.items() if k[:n] == tuple(prefix)},
-                        {k[n:]: v for k, v in self._keys.items() if k[:n] == tuple(prefix) and len(k) > n})
+                        {k[n:]: v for k, v in values.get(prefix, ())},
+                        {k[n:]: v for k, v in keys.get(prefix, ()) if len(k) > n})
+
+    def _grouped(self, n: int) -> tuple[dict, dict]:
+        """Positions grouped by their first n path parts, built once per n: sub() for every one of many
+        inline specs costs the size of each, not of the whole file each time."""
+        cache = self.__dict__.setdefault("_groups", {})
+        if n not in cache:
+            groups = []
+            for table in (self._values, self._keys):
+                g: dict = {}
+                for k, v in table.items():
+                    if len(k) >= n:
+                        g.setdefault(k[:n], []).append((k, v))
+                groups.append(g)
+            cache[n] = tuple(groups)
+        return cache[n]
 
     def problem(self, message: str, path: PathKey = (), key: bool = False) -> Problem:
         pos = self.position(path, key)
