@@ -28,10 +28,11 @@ def check_numeric(a: np.ndarray, label: str, finite: bool = True) -> np.ndarray:
 
 
 def check_npy_header(f, label: str, max_elements: int = MAX_ELEMENTS, limit_name: str = "the limit",
-                     text_ok: bool = False) -> None:
+                     text_ok: bool = False) -> int:
     """Read only an .npy header from the open file `f` and refuse, before any data is read, what must not
     be loaded: Python objects (pickle), non-numeric dtypes, more than `max_elements` values (a header can
-    claim any shape). text_ok: one short string is accepted too (an .npz's student_id)."""
+    claim any shape). text_ok: one short string is accepted too (an .npz's student_id). Returns the number
+    of values the header declares."""
     try:
         version = np.lib.format.read_magic(f)
         if version == (1, 0):
@@ -44,11 +45,25 @@ def check_npy_header(f, label: str, max_elements: int = MAX_ELEMENTS, limit_name
         raise DataError(f"{label} holds Python objects (pickled data); only numeric arrays are accepted")
     n = math.prod(shape)
     if text_ok and dtype.kind in "US" and n == 1 and dtype.itemsize <= 4096:
-        return
+        return n
     if dtype.kind not in "biuf":
         raise DataError(f"{label}: expected numbers, got an array of dtype {dtype}")
     if n > max_elements:
         raise DataError(f"{label} has {n:,} values; {limit_name} is {max_elements:,}")
+    return n
+
+
+def _within_memory(label: str, values: int, max_bytes: int | None) -> None:
+    """Refuse, from the headers alone, arrays that would not fit the memory limit once loaded as float64
+    (a compressed .npz of zeros or a sparse .npy can declare gigabytes in a few kilobytes)."""
+    from . import limits
+
+    limit = limits.resolve(None) if max_bytes is None else max_bytes
+    if 8 * values > limit:
+        raise limits.MemoryLimitError(
+            f"{label} holds {values:,} values ({limits.fmt(8 * values)} as float64) once loaded; the memory limit "
+            f"is {limits.limit_text(limit)}: use a smaller file, or raise the limit (--max-memory, "
+            f"{limits.ENV_VAR})")
 
 
 def npy_error(label: str, exc: Exception) -> DataError:
@@ -74,7 +89,9 @@ def read_npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str, max_
         raise DataError(f"{label}: not a readable .npy array ({exc})") from None
 
 
-def load_npy(path, what: str = "array", finite: bool = True) -> np.ndarray:
+def load_npy(path, what: str = "array", finite: bool = True, max_bytes: int | None = None) -> np.ndarray:
+    """A numeric .npy array; refused before its data is read when it would not fit `max_bytes` (default:
+    the memory limit, limits.resolve)."""
     label = printable(str(path))
     with open_input(path, what, MAX_FILE_BYTES) as f:
         try:
@@ -84,7 +101,7 @@ def load_npy(path, what: str = "array", finite: bool = True) -> np.ndarray:
             if head != b"\x93NUMPY":
                 raise DataError(f"{label}: not a readable .npy file (no NumPy header; save arrays with numpy.save)")
             f.seek(0)
-            check_npy_header(f, label)
+            _within_memory(label, check_npy_header(f, label), max_bytes)
             f.seek(0)
             a = np.load(f, allow_pickle=False)
         except DataError:
@@ -96,7 +113,9 @@ def load_npy(path, what: str = "array", finite: bool = True) -> np.ndarray:
     return check_numeric(a, label, finite)
 
 
-def load_npz(path, what: str = "arrays", finite: bool = True) -> dict[str, np.ndarray]:
+def load_npz(path, what: str = "arrays", finite: bool = True, max_bytes: int | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an .npz; refused from the members' headers, before any data is read, when together
+    they would not fit `max_bytes` (default: the memory limit)."""
     label = printable(str(path))
     out = {}
     with open_input(path, what, MAX_FILE_BYTES) as f:
@@ -109,12 +128,17 @@ def load_npz(path, what: str = "arrays", finite: bool = True) -> dict[str, np.nd
                 unpacked = sum(i.file_size for i in infos)
                 if unpacked > MAX_FILE_BYTES:
                     raise DataError(f"{label}: unpacks to {unpacked:,} bytes; the limit is {MAX_FILE_BYTES:,}")
+                values = 0
                 for info in infos:
                     name = printable(info.filename)
                     if not info.filename.endswith(".npy"):
                         raise DataError(f"{label}: member '{name}' is not an array; save with numpy.savez")
+                    with zf.open(info) as member:
+                        values += check_npy_header(member, f"{label}['{name[:-4]}']")
+                _within_memory(label, values, max_bytes)
+                for info in infos:
                     key = info.filename[:-4]
-                    out[key] = read_npz_member(zf, info, f"{label}['{name[:-4]}']")
+                    out[key] = read_npz_member(zf, info, f"{label}['{printable(key)}']")
         except (zipfile.BadZipFile, OSError, EOFError, UnicodeDecodeError, RuntimeError, NotImplementedError) as exc:
             raise DataError(f"{label}: not a readable .npz file ({printable(str(exc))})") from None
     for key, value in out.items():

@@ -306,3 +306,25 @@ def test_many_inline_specs_group_positions_once():
     subs = [doc.sub(("models", f"m{i}", "spec")) for i in range(2000)]
     assert subs[1234].data["name"] == "r1234" and subs[1234].position(("layers", 0, "type"))[0] == 1236
     assert list(doc._groups) == [3]  # one grouping pass for all 2,000
+
+
+def test_data_files_are_measured_by_their_headers_before_loading(capsys, tmp_path):
+    """A 1 MB compressed .npz declaring 1,000 MiB of zeros, and a sparse .npy: refused from the headers under
+    --max-memory, before any data is read (red team F3: 1.7 GB and 12.7 s before the refusal)."""
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("x.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (131_072_000,)})
+            for _ in range(1000):
+                f.write(b"\0" * (1 << 20))
+        member = io.BytesIO()
+        np.save(member, np.zeros((10, 1)))
+        zf.writestr("y.npy", member.getvalue())
+    code, _, err = run(capsys, "train", SPEC, "--data", bomb, "--max-memory", "64M", "--out", tmp_path / "w.npz")
+    assert code == 2 and "1000.00 MiB as float64" in err and "the memory limit is 64.00 MiB" in err
+    sparse = tmp_path / "x.npy"
+    with open(sparse, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (100_000_000, 2)})
+    os.truncate(sparse, sparse.stat().st_size + 1_600_000_000)
+    code, _, err = run(capsys, "run", SPEC, "--input", sparse, "--max-memory", "64M")
+    assert code == 2 and "once loaded" in err

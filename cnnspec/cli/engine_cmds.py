@@ -157,8 +157,8 @@ def run_run(args: argparse.Namespace) -> int:
     from ..arrays import load_npy, save_npz
     _positive(args.steps, "--steps", allow_zero=True)
     model = _model(args)
-    x = load_npy(args.input, "input")
-    y = load_npy(args.target, "target") if args.target else None
+    x = load_npy(args.input, "input", max_bytes=model.max_memory)
+    y = load_npy(args.target, "target", max_bytes=model.max_memory) if args.target else None
     if args.steps and y is None:
         raise DataError("--steps needs --target (a loss to take steps on)")
     train = args.train or args.steps > 0
@@ -207,7 +207,7 @@ def run_run(args: argparse.Namespace) -> int:
 def _load_xy(path, model, what: str):
     """The arrays x, y of an .npz, checked against the spec's input shape."""
     from ..arrays import load_npz
-    data = load_npz(path, what)
+    data = load_npz(path, what, max_bytes=model.max_memory)
     missing = [k for k in ("x", "y") if k not in data]
     if missing:
         raise DataError(f"{path}: missing {'arrays' if len(missing) > 1 else 'array'} "

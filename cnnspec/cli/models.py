@@ -89,7 +89,7 @@ def build_model(spec_path, dtype=None, weights=None, max_memory=None):
     notes = []
     if weights:
         model._check_weights_memory()
-        values = load_npz(weights, "weights")
+        values = load_npz(weights, "weights", max_bytes=model.max_memory)
         model.set_weights(values, source=str(weights))
         missing = [k for k in model.params if k not in values]
         if missing:
