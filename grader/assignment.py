@@ -566,7 +566,20 @@ class _Loader:
                              where)
                 continue
             entries[name] = entry
+        self.check_data_memory(entries, fixed)
         return entries, fixed
+
+    def check_data_memory(self, entries: dict[str, DataEntry], fixed: dict[str, np.ndarray]) -> None:
+        """All data entries of one variant together (as float64) within the memory limit: each entry is bounded
+        on its own, but twenty of them (used by no question or not) could fill the machine."""
+        from cnnspec import limits
+
+        values = sum(int(np.prod(e.shape)) for e in entries.values() if e.random and e.shape is not None)
+        values += sum(a.size for a in fixed.values())
+        limit = limits.resolve(None)
+        if 8 * values > limit:
+            self.problem(f"data: the entries hold {values:,} values together ({limits.fmt(8 * values)} as float64); "
+                         f"the memory limit is {limits.limit_text(limit)} (raise it with {limits.ENV_VAR})", ("data",))
 
     # --- questions
     def check_questions(self, refs, specs, ref_paths) -> dict[str, str]:

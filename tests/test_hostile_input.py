@@ -328,3 +328,17 @@ def test_data_files_are_measured_by_their_headers_before_loading(capsys, tmp_pat
     os.truncate(sparse, sparse.stat().st_size + 1_600_000_000)
     code, _, err = run(capsys, "run", SPEC, "--input", sparse, "--max-memory", "64M")
     assert code == 2 and "once loaded" in err
+
+
+def test_an_assignments_data_entries_together_fit_the_memory_limit(tmp_path, monkeypatch):
+    """Seven 10M-value random entries (each within its own limit) under a 256 MiB limit: refused at load, before
+    any is generated (red team F8: 1.6 GB for entries no question used)."""
+    from cnnspec.errors import SpecError
+    monkeypatch.setenv("CNNSPEC_MAX_MEMORY", "256M")
+    entries = "".join(f"  a{i}: {{random: normal, shape: [10000000]}}\n" for i in range(7))
+    hw = tmp_path / "hw.yaml"
+    hw.write_text("cnnspec_assignment: 1\nname: big\nmodel: {spec: {cnnspec: 1, name: r, input: {shape: [2]}, "
+                  "layers: [{type: relu}]}, input: x}\ndata:\n  x: [[1.0, -1.0]]\n" + entries +
+                  "questions:\n  - {id: q, kind: output}\n")
+    with pytest.raises(SpecError, match="the entries hold 70,000,002 values together"):
+        grader.load_assignment(hw)
