@@ -24,6 +24,7 @@ from typing import Any, Optional
 import numpy as np
 
 import cnnspec
+from cnnspec import limits
 from cnnspec.errors import CnnspecError, DataError
 from cnnspec.schema import INPUT_NAME
 from cnnspec.text import printable
@@ -122,6 +123,11 @@ class Grader:
             ref = Reference(a, a.variant(student_id))
         self._refs[key] = ref
         while len(self._refs) > self.reference_cache:
+            self._refs.popitem(last=False)
+        # Bounded by memory too: a large model's run keeps every activation and gradient (hundreds of MiB),
+        # so 64 of them could fill the machine. The least recently used go first; the current one stays.
+        budget = limits.resolve(None) // 2
+        while len(self._refs) > 1 and sum(r.nbytes() for r in self._refs.values()) > budget:
             self._refs.popitem(last=False)
         return ref
 

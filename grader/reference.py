@@ -53,6 +53,22 @@ def kernel_shape(weight_shape: tuple[int, ...], layout: str) -> list[int]:
     return [kh, kw, c] if layout == "HWC" else [c, kh, kw]
 
 
+def _array_bytes(obj, depth: int = 0) -> int:
+    """nbytes of the NumPy arrays in `obj`, looking into dicts, lists, tuples and a Model's own attributes."""
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes
+    if depth > 4:
+        return 0
+    if isinstance(obj, dict):
+        return sum(_array_bytes(v, depth + 1) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_array_bytes(v, depth + 1) for v in obj)
+    from cnnspec.model import Model
+    if isinstance(obj, Model):
+        return _array_bytes(vars(obj), depth + 1)
+    return 0
+
+
 class ModelRun:
     """One model of the assignment on one variant's data: a forward, loss and backward pass, done once."""
 
@@ -111,6 +127,10 @@ class ModelRun:
         """Run forward, loss and backward once: `model` fills output, activations, loss_value, grads,
         input_grad and initial_params as it is built."""
         self.model  # noqa: B018 - the cached property does the work
+
+    def nbytes(self) -> int:
+        """Bytes of the arrays this run keeps (its model's included): what caching it costs."""
+        return _array_bytes(self.__dict__)
 
     def activation(self, layer: str) -> np.ndarray:
         self.ensure_computed()
@@ -271,6 +291,11 @@ class Reference:
         self.variant = variant
         self._runs: dict[str, ModelRun] = {}
         self._expected: dict[str, Any] = {}
+
+    def nbytes(self) -> int:
+        """Bytes of the arrays kept for this variant (model runs and answers): the Grader's cache is bounded
+        by it as well as by count."""
+        return sum(r.nbytes() for r in self._runs.values()) + _array_bytes(self._expected)
 
     def run(self, model: str) -> ModelRun:
         if model not in self._runs:

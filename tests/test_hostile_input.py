@@ -342,3 +342,26 @@ def test_an_assignments_data_entries_together_fit_the_memory_limit(tmp_path, mon
                   "questions:\n  - {id: q, kind: output}\n")
     with pytest.raises(SpecError, match="the entries hold 70,000,002 values together"):
         grader.load_assignment(hw)
+
+
+def test_the_reference_cache_is_bounded_by_memory(monkeypatch):
+    """Per-student references are dropped, least recently used first, when together they pass half the memory
+    limit (red team F2: 40 students of a conv model took 11.7 GB under a 256 MiB limit)."""
+    g = grader.Grader(grader.load_assignment(ROOT / "specs" / "assignments" / "bn_pool_ce.yaml"))
+
+    def computed(sid):
+        ref = g.reference(sid)
+        for q in g.assignment.questions:
+            ref.expected(q)
+        return ref
+
+    size = computed("s0").nbytes()
+    assert size > 0
+    import types
+    import grader.grading as grading_module
+    # room for three references in the cache's budget (half the limit); models still compile under the real one
+    monkeypatch.setattr(grading_module, "limits", types.SimpleNamespace(resolve=lambda max_memory=None: 6 * size))
+    for i in range(1, 12):
+        computed(f"s{i}")
+    assert 2 <= len(g._refs) <= 4  # three within the budget, and the newest, measured at the next call
+    assert sum(r.nbytes() for r in g._refs.values()) <= 4 * size
