@@ -332,7 +332,7 @@ def run_bundle(args: argparse.Namespace) -> int:
     _write(out, data)
     for n in notes:
         print(n, file=sys.stderr)
-    print(f"wrote {out}: upload it as the Gradescope autograder (setup.sh, run_autograder)", file=sys.stderr)
+    print(f"wrote {printable(out)}: upload it as the Gradescope autograder (setup.sh, run_autograder)", file=sys.stderr)
     return 0
 
 

@@ -8,6 +8,7 @@ from math import prod
 from pathlib import Path
 
 from ..errors import DataError
+from ..text import printable
 from .. import limits
 from .models import (WEIGHTS_HELP, WrappingHelpFormatter, add_max_memory, build_model, print_notes, sample_bytes,
                      spec_warnings, weight_bytes)
@@ -300,7 +301,7 @@ def run_train(args: argparse.Namespace) -> int:
         if xv is not None:
             val = (f", validation on {_plural(len(xv), 'sample')} " +
                    (f"of {args.val_data}" if args.val_data else f"held out of {args.data} (--val-split {args.val_split:g})"))
-        print(f"training {model.spec.name} on {_plural(n, 'sample')} of {args.data}{val}: "
+        print(f"training {model.spec.name} on {_plural(n, 'sample')} of {printable(args.data)}{val}: "
               f"{_plural(args.epochs, 'epoch')} of {_plural(batches, 'batch', 'batches')} "
               f"(batch size {args.batch_size}); the weights are saved to {args.out} after every epoch{chosen}",
               flush=True)
@@ -352,12 +353,12 @@ def run_train(args: argparse.Namespace) -> int:
             else:
                 shown = ", ".join(f"{k} {fmt_loss(v) if 'loss' in k else f'{v:.4f}'}"
                                   for k, v in row.items() if k != "epoch")
-                print(f"epoch {epoch}/{args.epochs}: {shown} (saved {args.out})", flush=True)
+                print(f"epoch {epoch}/{args.epochs}: {shown} (saved {printable(args.out)})", flush=True)
     except KeyboardInterrupt:
         print(f"interrupted during epoch {len(history.epochs) + 1}; {kept()}", file=sys.stderr)
         return 130
     if args.plot and not args.json:
-        print(f"training curve: {args.plot}")
+        print(f"training curve: {printable(args.plot)}")
     return 0
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .. import limits
 from ..errors import DataError
+from ..text import printable
 from .models import WEIGHTS_HELP, HelpFormatter, add_max_memory, build_model, print_notes, sample_bytes, weight_bytes
 
 _TOL_HELP = ("default: float64 rtol 1e-10, atol 1e-12 (onnx reference evaluator); float32 rtol 1e-4, atol 1e-5 "
@@ -129,10 +130,10 @@ def run_compile(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
     else:
         stats = f" + {data['buffers']:,} batch-norm statistics" if data["buffers"] else ""
-        print(f"wrote {out}: opset {data['opset']} (IR version {data['ir_version']}), {data['dtype']}, "
+        print(f"wrote {printable(str(out))}: opset {data['opset']} (IR version {data['ir_version']}), {data['dtype']}, "
               f"{data['nodes']} nodes, {data['parameters']:,} parameters{stats}, {_size(data['bytes'])}")
         if args.text:
-            print(f"wrote {data['text']}: ONNX textual form")
+            print(f"wrote {printable(str(data['text']))}: ONNX textual form")
         print_notes(notes)
         if result is not None:
             print()
