@@ -5,17 +5,18 @@
 Creates a scratch PostgreSQL database on 127.0.0.1:5432, a course with N students (each with an API token)
 and the lecture assignment published (references prepared; at most 5 graded submissions per student per
 hour, so every submission goes through the rate-limit count), starts `cnnspec serve --web-processes 2` on a
-free loopback port and one `cnnspec worker`, then sends rate x seconds submissions (the students in turn,
-so with the defaults each of the 2,000 students submits 3 times within the 60 s; half the notes' slips,
-half right answers) as an open loop: arrival times are drawn in advance (a Poisson process, seeded) and a
-slow server never slows the arrivals. A request's latency runs from its arrival time (waiting for a free
-connection counts), so a server that falls behind shows it.
+free loopback port and one `cnnspec worker`, then sends rate x seconds submissions (the students in turn, so
+with the defaults each of the 2,000 students submits 3 times within the 60 s; half the notes' slips, half
+right answers, each file with its student's id and attempt, so no two uploads are the same bytes) as an open
+loop: arrival times are drawn in advance (a Poisson process, seeded) and a slow server never slows the
+arrivals. A request's latency runs from its arrival time (waiting for a free connection counts), so a server
+that falls behind shows it.
 
 Reports throughput, latency p50/p95/p99/max, errors, and accepted = stored = graded (from the database,
 after the queue drained); the CPU time each part used per submission (web processes, worker, PostgreSQL,
 this load generator) and what the rest of the machine used meanwhile, with os.getloadavg() before and after:
 numbers measured on a busy machine are flagged. The load generator is a small HTTP/1.1 client on asyncio
-streams with keep-alive connections (a few tens of microseconds of CPU per request, so it takes little from
+streams with keep-alive connections (about half a millisecond of CPU per request, so it takes little from
 the 2 cores it shares with the server). Every wait has a deadline and the whole run stops itself after
 --max-minutes; everything it started is stopped and the database dropped.
 """
@@ -99,7 +100,7 @@ def setup(url: str, students: int, rate_limit: int = 5):
             s.add(m.ApiToken(user_id=u.id, token_hash=digest(t), scopes="read submit", created_at=now,
                              expires_at=now + timedelta(days=1)))
             tokens.append(t)
-    return svc, cid, aid, tokens
+    return svc, cid, aid, tokens, secret
 
 
 # ------------------------------------------------------------------------ the load generator
@@ -114,11 +115,19 @@ def arrivals(n: int, seconds: float, kind: str, seed: int) -> list[float]:
     return sorted(rng.uniform(0.0, seconds) for _ in range(n))
 
 
-def request_bytes(path: str, port: int, token: str, key: str, answers: bytes) -> bytes:
+def answers_of(student: int, attempt: int, base: bytes) -> bytes:
+    """Every submission's bytes differ (its student's id and attempt), as in a real class: nothing in the
+    service can profit from identical uploads."""
+    lines = [line for line in base.split(b"\n") if not line.startswith(b"student_id:")]
+    return f"# attempt {attempt + 1}\nstudent_id: s{student:05d}\n".encode() + b"\n".join(lines)
+
+
+def request_bytes(path: str, port: int, token: str, key: str, answers: bytes, keep_alive: bool = False) -> bytes:
     body = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"answers\"; filename=\"answers.yaml\"\r\n"
             f"Content-Type: application/x-yaml\r\n\r\n").encode() + answers + f"\r\n--{BOUNDARY}--\r\n".encode()
+    close = "" if keep_alive else "Connection: close\r\n"
     head = (f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nAuthorization: Bearer {token}\r\n"
-            f"Idempotency-Key: {key}\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+            f"Idempotency-Key: {key}\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n{close}"
             f"Content-Length: {len(body)}\r\n\r\n").encode()
     return head + body
 
@@ -143,9 +152,12 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return (status if not close else -status), body
 
 
-async def rush(port: int, path: str, schedule: list[tuple[float, bytes]], connections: int, timeout: float):
-    """Send each request at its time (seconds from the start) over at most `connections` keep-alive
-    connections. -> [(latency from the arrival time, status or error name, body)], wall seconds."""
+async def rush(port: int, schedule: list[tuple[float, bytes]], connections: int, timeout: float,
+               keep_alive: bool = False):
+    """Send each request at its time (seconds from the start), at most `connections` at once. Without
+    keep_alive each request has its own connection (as 2,000 students' separate `cnnspec submit` runs would);
+    with it, idle connections are reused in turn. -> [(latency from the arrival time, status or error name,
+    body)], wall seconds."""
     idle: list = []
     opened = 0
     free = asyncio.Condition()
@@ -161,19 +173,21 @@ async def rush(port: int, path: str, schedule: list[tuple[float, bytes]], connec
             while not fresh and not idle and opened >= connections:
                 await free.wait()
             if idle and not fresh:
-                reader, writer, _ = idle.pop()           # the most recently used one
+                reader, writer, _ = idle.pop(0)          # in turn: the one idle longest
                 return reader, writer
             opened += 1
         try:
             return await asyncio.open_connection(HOST, port)
         except Exception:
-            opened -= 1
+            async with free:
+                opened -= 1
+                free.notify()
             raise
 
     async def release(conn, ok: bool):
         nonlocal opened
         async with free:
-            if ok:
+            if ok and keep_alive:
                 idle.append((*conn, time.perf_counter()))
             else:
                 opened -= 1
@@ -194,6 +208,8 @@ async def rush(port: int, path: str, schedule: list[tuple[float, bytes]], connec
             try:
                 status, body = await send(conn, data)
             except (ConnectionError, asyncio.IncompleteReadError, IndexError, ValueError):
+                if not keep_alive:
+                    raise
                 # The server closed an idle keep-alive connection before it read this request (as any HTTP
                 # client does, retry once on a new one; the Idempotency-Key makes that safe anyway).
                 await release(conn, False)
@@ -289,6 +305,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--web-processes", type=int, default=2)
     ap.add_argument("--connections", type=int, default=256, help="client connections at most (default: 256)")
+    ap.add_argument("--keep-alive", action="store_true", help="reuse connections (default: one per submission, "
+                    "as separate `cnnspec submit` runs make)")
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds one request may take (default: 30)")
     ap.add_argument("--max-minutes", type=float, default=15.0, help="the whole run stops itself after this")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
@@ -307,7 +325,7 @@ def main(argv=None) -> int:
     procs = []
     try:
         t = time.perf_counter()
-        svc, cid, aid, tokens = setup(url, args.students)
+        svc, cid, aid, tokens, staff_token = setup(url, args.students)
         print(f"set-up: {len(tokens)} students, lecture assignment published ({time.perf_counter() - t:.1f} s)")
         port = free_port()
         env = {**os.environ, "CNNSPEC_DATABASE": url, "PYTHONUNBUFFERED": "1"}
@@ -336,17 +354,21 @@ def main(argv=None) -> int:
         path = f"/api/v1/courses/{cid}/assignments/{aid}/submissions"
         n = int(round(args.rate * args.seconds))
         times = arrivals(n, args.seconds, args.arrivals, args.seed)
-        schedule = [(at, request_bytes(path, port, tokens[i % len(tokens)], f"bench-{i}", (slips, right)[i % 2]))
+        schedule = [(at, request_bytes(path, port, tokens[i % len(tokens)], f"bench-{i}",
+                                       answers_of(i % len(tokens), i // len(tokens), (slips, right)[i % 2]),
+                                       args.keep_alive))
                     for i, at in enumerate(times)]
-        # Warm-up (not counted): each web process loads the assignment once. Submissions of 2 students
-        # outside the roster's order would change the counts, so the warm-up only checks a format.
-        check = request_bytes(f"/api/v1/courses/{cid}/assignments/{aid}/check", port, tokens[0], "warm", slips)
-        asyncio.run(rush(port, "", [(0.0, check)] * (4 * args.web_processes), 4 * args.web_processes, 30))
+        # Warm-up, not counted: the instructor submits a few times, so each web process has loaded the
+        # assignment, computed its reference and prepared its statements before the rush (as after its first
+        # few requests in a real rush).
+        warm = [(0.05 * i, request_bytes(path, port, staff_token, f"warm-{i}", answers_of(i, 0, (slips, right)[i % 2])))
+                for i in range(8 * args.web_processes)]
+        asyncio.run(rush(port, warm, 2, 30))
         time.sleep(1.0)
         meter = CpuMeter(procs[0].pid, procs[1].pid)
         load_before = os.getloadavg()
         cpu0 = meter.read()
-        results, wall = asyncio.run(rush(port, path, schedule, args.connections, args.timeout))
+        results, wall = asyncio.run(rush(port, schedule, args.connections, args.timeout, args.keep_alive))
         cpu1 = meter.read()
         load_after = os.getloadavg()
         lat = sorted(x for x, _, _ in results)
@@ -362,9 +384,10 @@ def main(argv=None) -> int:
         deadline = time.monotonic() + 120
         while True:
             with svc.sessions() as s:
-                stored = s.query(m.Submission).count()
-                graded = s.query(m.Grade.submission_id).distinct().count()
-                grades = s.query(m.Grade).count()
+                rush_subs = s.query(m.Submission.id).filter(m.Submission.idempotency_key.like("bench-%"))
+                stored = rush_subs.count()
+                graded = s.query(m.Grade.submission_id).filter(m.Grade.submission_id.in_(rush_subs)).distinct().count()
+                grades = s.query(m.Grade).filter(m.Grade.submission_id.in_(rush_subs)).count()
             if graded >= stored or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
@@ -375,7 +398,7 @@ def main(argv=None) -> int:
         per = {k: 1000 * used[k] / max(1, len(results)) for k in ("web", "worker", "postgres", "client")}
         summary = {
             "students": len(tokens), "submissions": len(results), "seconds": args.seconds, "rate": args.rate,
-            "arrivals": args.arrivals, "web_processes": args.web_processes,
+            "arrivals": args.arrivals, "web_processes": args.web_processes, "keep_alive": args.keep_alive,
             "throughput": accepted / wall, "p50_ms": 1000 * quantile(lat, 0.5), "p95_ms": 1000 * quantile(lat, 0.95),
             "p99_ms": 1000 * quantile(lat, 0.99), "max_ms": 1000 * (lat[-1] if lat else 0.0), "errors": errors,
             "accepted": accepted, "graded_in_request": graded_in_request, "stored": stored, "graded": graded,
@@ -393,6 +416,8 @@ def main(argv=None) -> int:
               f"{summary['p95_ms']:.0f} ms | {summary['p99_ms']:.0f} ms | {summary['max_ms']:.0f} ms | {errors} | "
               f"{accepted} | {stored} | {graded} ({grades}) |")
         print(f"status codes: {codes}; graded in the request: {graded_in_request}")
+        slowest = sorted(((lat_i, at) for (lat_i, _, _), (at, _) in zip(results, schedule)), reverse=True)[:5]
+        print("slowest: " + ", ".join(f"{1000 * x:.0f} ms at {at:.1f} s" for x, at in slowest))
         print(f"CPU per submission: web {per['web']:.1f} ms, worker {per['worker']:.1f} ms, PostgreSQL "
               f"{per['postgres']:.1f} ms, load generator {per['client']:.1f} ms; the machine ({cores} cores) was "
               f"{summary['cpu_busy_percent']:.0f}% busy, {summary['others_cpu_percent']:.0f}% of it by other "
@@ -400,9 +425,11 @@ def main(argv=None) -> int:
         print(f"load average (1/5/15 min): {_load(load_at_start)} at start, {_load(load_before)} before the rush, "
               f"{_load(load_after)} after; uvloop {'yes' if summary['uvloop'] else 'no'}, httptools "
               f"{'yes' if summary['httptools'] else 'no'}")
-        if load_before[0] > 0.5 * cores or summary["others_cpu_percent"] > 10:
-            print(f"WARNING: the machine was busy with other work (load {load_before[0]:.2f} on {cores} cores before "
-                  f"the rush, {summary['others_cpu_percent']:.0f}% of its CPU used by other processes during it): "
+        # The load average before the rush counts this run's own set-up; the one at start and the CPU other
+        # processes used during the rush tell whether something else was running.
+        if load_at_start[0] > 0.5 * cores or summary["others_cpu_percent"] > 10:
+            print(f"WARNING: the machine was busy with other work (load {load_at_start[0]:.2f} on {cores} cores at "
+                  f"start, {summary['others_cpu_percent']:.0f}% of its CPU used by other processes during the rush): "
                   "these numbers understate the service", file=sys.stderr)
             summary["busy_warning"] = True
         if args.json:

@@ -164,6 +164,11 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         # connection while it runs). More threads would only queue on the GIL and the pool.
         import anyio.to_thread
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
+        # What start-up allocated (modules, the app, the ORM's mappings) lives as long as the process: out of
+        # the garbage collector's full passes, which would otherwise walk it now and then in some request.
+        import gc
+        gc.collect()
+        gc.freeze()
         svc.start()
         try:
             yield

@@ -77,6 +77,8 @@ class Settings:
             s.max_submission_bytes = int(env["CNNSPEC_MAX_SUBMISSION_BYTES"])
         if env.get("CNNSPEC_BASE_URL"):
             s.base_url = env["CNNSPEC_BASE_URL"].rstrip("/")
+        if env.get("CNNSPEC_REQUEST_THREADS"):
+            s.request_threads = max(1, int(env["CNNSPEC_REQUEST_THREADS"]))
         if env.get("CNNSPEC_COOKIE_SECURE"):
             s.cookie_secure = env["CNNSPEC_COOKIE_SECURE"] not in ("0", "false", "")
         for k, v in overrides.items():
