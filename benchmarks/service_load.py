@@ -427,7 +427,7 @@ def main(argv=None) -> int:
               f"{'yes' if summary['httptools'] else 'no'}")
         # The load average before the rush counts this run's own set-up; the one at start and the CPU other
         # processes used during the rush tell whether something else was running.
-        if load_at_start[0] > 0.5 * cores or summary["others_cpu_percent"] > 10:
+        if load_at_start[0] > cores or summary["others_cpu_percent"] > 10:
             print(f"WARNING: the machine was busy with other work (load {load_at_start[0]:.2f} on {cores} cores at "
                   f"start, {summary['others_cpu_percent']:.0f}% of its CPU used by other processes during the rush): "
                   "these numbers understate the service", file=sys.stderr)
