@@ -23,7 +23,6 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -150,10 +149,11 @@ def _scratch() -> str:
             import atexit
             shm = "/dev/shm"
             where = shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
+            from .store import private_dir
             try:
-                _scratch_root = tempfile.mkdtemp(prefix="cnnspec-subs-", dir=where)
+                _scratch_root = private_dir("cnnspec-subs", where)
             except OSError:
-                _scratch_root = tempfile.mkdtemp(prefix="cnnspec-subs-")
+                _scratch_root = private_dir("cnnspec-subs", None)
             atexit.register(shutil.rmtree, _scratch_root, True)
         return _scratch_root
 

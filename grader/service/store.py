@@ -137,6 +137,34 @@ def summarize(a) -> dict:
                           for i, q in enumerate(a.questions)]}
 
 
+def private_dir(prefix: str, where: Optional[str]) -> str:
+    """A new 0700 folder `<prefix>-<pid>-<random>` in `where` (default: the temporary folder); the folders of
+    processes that are gone (killed before their exit handlers ran) are removed first."""
+    import re
+
+    base = where or tempfile.gettempdir()
+    pattern = re.compile(re.escape(prefix) + r"-(\d+)-")
+    try:
+        names = os.listdir(base)
+    except OSError:
+        names = []
+    for name in names:
+        found = pattern.match(name)
+        if found and int(found.group(1)) != os.getpid() and not _alive(int(found.group(1))):
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{prefix}-{os.getpid()}-", dir=base)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:      # another user's process: alive
+        return True
+    return True
+
+
 class Unpacked:
     """This process's private copies of assignment versions, by sha256."""
 
@@ -147,7 +175,7 @@ class Unpacked:
     def path(self, sha: str, main: str, load_files) -> Path:
         with self._lock:
             if self._root is None:
-                self._root = Path(tempfile.mkdtemp(prefix="cnnspec-service-"))
+                self._root = Path(private_dir("cnnspec-service", None))
                 atexit.register(shutil.rmtree, self._root, True)
             target = self._root / sha
             if not target.exists():
