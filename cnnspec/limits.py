@@ -247,8 +247,9 @@ def layer_cost(node: "Node", batch: int, itemsize: int, in_bytes: list[int], tra
 # ---------------------------------------------------------------- the estimate
 
 
-def _threads() -> int:
-    """cnnspec/ops/parallel.py's thread count (not imported here: it imports NumPy)."""
+def threads() -> int:
+    """How many threads the engine's passes use (ops/parallel.py asks here too): CNNSPEC_NUM_THREADS or
+    OMP_NUM_THREADS, else the cores this process may run on."""
     for var in ("CNNSPEC_NUM_THREADS", "OMP_NUM_THREADS"):
         value = os.environ.get(var, "")
         if value.isdigit() and int(value) > 0:
@@ -263,8 +264,8 @@ def overhead(graph: "Graph", largest: int) -> int:
     """Memory besides the arrays: Python objects (array headers, dicts, the tape: 32 KiB and 4 KiB per
     layer) and NumPy's ufunc buffers (up to 8192 values of 8 bytes for 4 operands, in each thread that
     ops/parallel.py starts: one per 32768 values of the largest array). largest: values of the largest array."""
-    threads = max(1, min(_threads(), largest // 32768))
-    return 32 * 2**10 + 4 * 2**10 * len(graph.nodes) + threads * 4 * min(largest, 8192) * 8
+    threads_used = max(1, min(threads(), largest // 32768))
+    return 32 * 2**10 + 4 * 2**10 * len(graph.nodes) + threads_used * 4 * min(largest, 8192) * 8
 
 
 @dataclass(frozen=True)

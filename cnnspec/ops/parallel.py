@@ -18,11 +18,12 @@ decides speed.
 """
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, TypeVar
 
 import numpy as np
+
+from .. import limits
 
 T = TypeVar("T")
 
@@ -33,14 +34,7 @@ _pool: ThreadPoolExecutor | None = None
 
 
 def num_threads() -> int:
-    for var in ("CNNSPEC_NUM_THREADS", "OMP_NUM_THREADS"):
-        value = os.environ.get(var, "")
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    return limits.threads()  # one definition: the memory estimate counts the same threads
 
 
 def slices(n: int, elements: int) -> list[slice]:
