@@ -76,6 +76,24 @@ def test_idempotent_retry_returns_the_stored_submission(world):
     assert w.submit("alice", data, key="retry-1").status_code == 201
 
 
+def test_concurrent_retries_with_one_key_make_one_submission(world):
+    """Four uploads of the same answers with the same key at once: one 201, three replays (200) of it, one
+    stored submission, one grade (the student's membership row is locked while a submission is stored)."""
+    from concurrent.futures import ThreadPoolExecutor
+    w = world
+    data = solution_bytes()
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: w.submit("amy", data, key="same-key"), range(4)))
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [200, 200, 200, 201], [r.text[:200] for r in answers]
+    assert len({r.json()["id"] for r in answers}) == 1
+    from grader.service import models as m
+    with w.svc.sessions() as s:
+        assert s.query(m.Submission).filter(m.Submission.idempotency_key == "same-key").count() == 1
+        assert s.query(m.Grade).join(m.Submission, m.Submission.id == m.Grade.submission_id).filter(
+            m.Submission.idempotency_key == "same-key").count() == 1
+
+
 def test_per_student_data_not_ready_answers_202_and_the_job_grades_it(world):
     w = world
     r = upload(w, BN)

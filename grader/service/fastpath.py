@@ -55,6 +55,12 @@ ON CONFLICT (submission_id, version_id) DO NOTHING
 RETURNING id"""
 
 
+def integrity_errors() -> tuple:
+    """What a unique violation raises here (psycopg's own exception: these statements bypass SQLAlchemy)."""
+    import psycopg
+    return (psycopg.errors.IntegrityError,)
+
+
 def _cursor(s):
     return s.connection().connection.driver_connection.cursor()
 

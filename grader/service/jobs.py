@@ -221,17 +221,11 @@ def run_worker(settings, sessions, conninfo: str, concurrency: int = 2, heartbea
     app = make_app(conninfo, ctx)
 
     def sweep_once() -> None:
-        # One sweeper at a time across workers (an advisory lock; the others skip this round).
-        with sessions() as s:
-            if not s.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": SWEEP_LOCK}):
-                s.rollback()
-                return
-            try:
-                s.commit()
+        # One sweeper at a time across workers: a transaction-level advisory lock, held (with its connection)
+        # while this worker sweeps and released when that transaction ends; the others skip this round.
+        with sessions() as s, s.begin():
+            if s.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": SWEEP_LOCK}):
                 ctx.sweep()
-            finally:
-                s.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SWEEP_LOCK})
-                s.commit()
 
     async def sweeper():
         while True:

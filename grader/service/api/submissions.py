@@ -238,7 +238,7 @@ def _store_and_grade(svc, s, course_id: int, assignment_id: int, request: Reques
             svc.queue.enqueue(s, "grade", {"submission_id": sub.id, "version_id": version_id, "how": "job"},
                               PRIORITY["grade"])
         s.commit()
-    except IntegrityError:            # a concurrent retry with the same key won
+    except (IntegrityError, *(fastpath.integrity_errors() if pg else ())):   # a concurrent retry with this key won
         s.rollback()
         found = s.scalar(select(S.id).where(S.user_id == p.user.id, S.assignment_id == a.id,
                                             S.idempotency_key == key))
