@@ -107,6 +107,8 @@ class Grader:
         self.reference_cache = max(1, int(reference_cache))
         self.now = now
         self._refs: OrderedDict[str, Reference] = OrderedDict()
+        self._sizes: dict[str, int] = {}   # bytes of each cached reference, measured once it is complete
+        self._bytes = 0                     # their sum
         self._order = dependency_order(assignment)
         self.copy_check: Optional[CopyCheck] = CopyCheck(self) if check_copying else None
 
@@ -119,16 +121,23 @@ class Grader:
         a = self.assignment
         key = a.variant_key(student_id)
         ref = self._refs.pop(key, None)
-        if ref is None:
-            ref = Reference(a, a.variant(student_id))
-        self._refs[key] = ref
-        while len(self._refs) > self.reference_cache:
-            self._refs.popitem(last=False)
+        if ref is not None:  # a hit: no new memory, nothing to evict
+            self._refs[key] = ref
+            return ref
         # Bounded by memory too: a large model's run keeps every activation and gradient (hundreds of MiB),
-        # so 64 of them could fill the machine. The least recently used go first; the current one stays.
+        # so 64 of them could fill the machine. A reference's arrays are all computed by the time the next one
+        # is asked for, so each is measured once, then (O(1) per miss, not a walk over the whole cache).
+        if self._refs:
+            last_key = next(reversed(self._refs))
+            if last_key not in self._sizes:
+                self._sizes[last_key] = self._refs[last_key].nbytes()
+                self._bytes += self._sizes[last_key]
+        ref = Reference(a, a.variant(student_id))
+        self._refs[key] = ref
         budget = limits.resolve(None) // 2
-        while len(self._refs) > 1 and sum(r.nbytes() for r in self._refs.values()) > budget:
-            self._refs.popitem(last=False)
+        while len(self._refs) > 1 and (len(self._refs) > self.reference_cache or self._bytes > budget):
+            old_key, _ = self._refs.popitem(last=False)
+            self._bytes -= self._sizes.pop(old_key, 0)
         return ref
 
     # ------------------------------------------------------------------ entry points
