@@ -544,15 +544,15 @@ def loads(text: str, filename: str = "<string>") -> Document:
         raise _parse_error(exc, text, filename) from None
 
 
-def read_text(path: str | Path, what: str = "spec") -> str:
-    """Read a UTF-8 text file (a regular file of at most MAX_BYTES) with a clear SpecError for every way
-    that can fail."""
+def read_text(path: str | Path, what: str = "spec", max_bytes: int | None = None) -> str:
+    """Read a UTF-8 text file (a regular file of at most `max_bytes`, default MAX_BYTES) with a clear
+    SpecError for every way that can fail."""
     from .files import read_input
     from .text import printable
 
     name = printable(str(path))
     try:
-        raw = read_input(path, what, MAX_BYTES)
+        raw = read_input(path, what, MAX_BYTES if max_bytes is None else max_bytes)
     except DataError as exc:
         raise SpecError(str(exc).removeprefix(f"{name}: "), name) from None
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):

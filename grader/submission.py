@@ -97,27 +97,11 @@ def load_submission(path) -> Submission:
         return _load_npz(p)
     if suffix == ".json":
         return _from_mapping(_read_json(p), p, None)
-    limit = MAX_TEXT_BYTES
     try:
-        doc = yaml_io.loads(_read_text(p, limit), printable(str(p)))
+        doc = yaml_io.loads(yaml_io.read_text(p, "submission", MAX_TEXT_BYTES), printable(str(p)))
     except SpecError as exc:
         raise DataError(str(exc)) from None
     return _from_mapping(doc.data, p, doc)
-
-
-def _read_text(p: Path, limit: int) -> str:
-    """A YAML submission's text (yaml_io's checks, with the submission's own size limit and hint)."""
-    raw = read_input(p, "submission", limit)
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise DataError(f"{printable(str(p))}:{line}:{col}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
-                        f"{exc.start}); save the answers as UTF-8") from None
-    if not text.strip():
-        raise DataError(f"{printable(str(p))}: the submission is empty")
-    return text
 
 
 def _read_json(p: Path) -> Any:
