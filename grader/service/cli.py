@@ -36,8 +36,8 @@ def register(sub) -> None:
                    "./cnnspec-data; also CNNSPEC_DATA_DIR)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    p.add_argument("--web-processes", type=int, default=1, metavar="N", help="web processes (PostgreSQL only; "
-                   "SQLite is served by one process)")
+    p.add_argument("--web-processes", type=int, default=1, metavar="N", help="web processes (default: 1; more need "
+                   "PostgreSQL: SQLite is served by one process)")
     p.add_argument("--demo", action="store_true", help="create a demo course with the lecture assignment and "
                    "three students (prints their passwords and a token)")
     p.add_argument("--access-log", action="store_true", help="log every request")
