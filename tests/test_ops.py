@@ -595,3 +595,33 @@ def test_keep_freed_memory_is_safe_to_call():
     assert keep_freed_memory() in (True, False)
     out = OPS["relu"].forward({}, [np.ones((300, 300))], {}, {}, True, None)[0]  # allocations still work
     assert out.sum() == 90000.0
+
+
+def test_relu_gradient_passes_through_nan_like_pytorch():
+    # PyTorch's threshold_backward(grad, result, 0) is `result <= 0 ? 0 : grad`: NaN <= 0 is false, so the
+    # gradient passes where the input is NaN; it is 0 at x <= 0 (x == 0 and -0.0 included).
+    x = np.array([[np.nan, -1.0, 0.0, -0.0, 2.0, -np.inf, np.inf, 1e-300]])
+    dout = np.array([[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]])
+    expected = np.array([[1.0, 0.0, 0.0, 0.0, 5.0, 0.0, 7.0, 8.0]])
+    out, cache, _ = OPS["relu"].forward({}, [x], {}, {}, True, None)
+    (dx,), _ = OPS["relu"].backward({}, dout, cache)
+    np.testing.assert_array_equal(out, [[np.nan, 0.0, 0.0, 0.0, 2.0, 0.0, np.inf, 1e-300]])
+    np.testing.assert_array_equal(dx, expected)
+    assert not np.signbit(dx).any()
+
+
+@pytest.mark.parametrize("name, attrs, expected", [
+    ("relu", {}, 2.0),                  # threshold_backward: NaN <= 0 is false, the gradient passes
+    ("leaky_relu", {"slope": 0.25}, 0.5),  # NaN > 0 is false: grad * slope
+    ("relu6", {}, 0.0),                 # hardtanh_backward's vectorised kernel masks NaN
+    ("hardsigmoid", {}, 0.0),           # only inside (-3, 3)
+    ("hardswish", {}, np.nan),          # grad * (x / 3 + 1/2)
+])
+def test_activation_gradients_at_nan_like_pytorch(name, attrs, expected):
+    # PyTorch 2.13's values for a tensor of 64 NaNs and a gradient of 2 (float32 and float64 alike; its scalar
+    # kernels, used only for a few trailing values, differ for relu6 and hardswish).
+    x = np.full((2, 32), np.nan)
+    out, cache, _ = OPS[name].forward(attrs, [x], {}, {}, True, None)
+    (dx,), _ = OPS[name].backward(attrs, np.full_like(x, 2.0), cache)
+    assert np.isnan(out).all()
+    np.testing.assert_array_equal(dx, np.full_like(x, expected))

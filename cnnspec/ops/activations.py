@@ -20,8 +20,11 @@ def _relu_forward(attrs, xs, params, buffers, train, rng):
 
 
 def _relu_backward(attrs, dout, out):
-    # Gradient 0 at x == 0, like PyTorch's threshold_backward.
-    dx = parallel.elementwise(lambda d, g, o: np.multiply(g, o > 0, out=d), np.empty_like(out), dout, out)
+    # PyTorch's threshold_backward: the gradient passes where NOT (out <= 0), so at x == 0 it is 0 and
+    # where x is NaN it passes. out is max(x, 0): never negative and never -0.0 (np.maximum(-0.0, 0) is
+    # +0.0), so `out != 0` is that condition in one comparison. A masked gradient is dout * 0 (PyTorch
+    # writes 0 there; they differ only for an infinite or NaN dout, which gives NaN here).
+    dx = parallel.elementwise(lambda d, g, o: np.multiply(g, o != 0, out=d), np.empty_like(out), dout, out)
     return [dx], {}
 
 
@@ -131,8 +134,9 @@ def _hardswish_forward(attrs, xs, params, buffers, train, rng):
 
 
 def _hardswish_backward(attrs, dout, x):
-    # PyTorch's hardswish_backward: 0 up to -3, x/3 + 1/2 on (-3, 3), 1 from 3 on.
-    slope = np.where(x <= -3, 0, np.where(x < 3, x / 3 + 0.5, 1)).astype(dout.dtype, copy=False)
+    # PyTorch's hardswish_backward: 0 up to -3, x/3 + 1/2 on (-3, 3), 1 from 3 on; NaN where x is NaN
+    # (its vectorised kernel, which every tensor of more than a few values takes, gives NaN there).
+    slope = np.where(x <= -3, 0, np.where(x >= 3, 1, x / 3 + 0.5)).astype(dout.dtype, copy=False)
     return [dout * slope], {}
 
 
