@@ -327,17 +327,22 @@ def test_regrade_preview_then_apply_appends_grades(world, tmp_path):
     main.write_text(main.read_text().replace("    points: 2\n", "    points: 4\n", 1))
     r = upload(w, main, assignment_id=w.assignment_id)
     assert r.status_code == 201 and r.json()["number"] == 2 and r.json()["current"] is False, r.text
-    pv = w.client.post(url(w, "/versions/2/regrade"), headers=w.h("prof"), json={"apply": False}).json()
+    r = w.client.post(url(w, "/versions/2/regrade"), headers=w.h("prof"), json={"apply": False})
+    pv = r.json()
+    assert r.status_code == 200 and pv["complete"] and pv["graded"] == pv["submissions"] == 2, pv
     changes = {c["username"].rsplit("-", 1)[0]: c for c in pv["changes"]}
     assert set(changes) == {"bob"} and changes["bob"]["new_score"] == changes["bob"]["old_score"] + 2
     assert w.client.get(url(w), headers=w.h("prof")).json()["version"] == 1      # preview changed nothing
+    fb = w.client.get(f"/api/v1/submissions/{b['id']}", headers=w.h("bob")).json()["feedback"]
+    assert fb["version"] == 1 and fb["score"] == b["feedback"]["score"]          # nor what bob sees
     ap = w.client.post(url(w, "/versions/2/regrade"), headers=w.h("prof"), json={"apply": True}).json()
-    assert ap["applied"] and ap["submissions"] == 2
+    assert ap["applied"] and ap["submissions"] == 2 and ap["complete"]    # the preview's grades are version 2's
     w.drain()
     from grader.service import models as m
     with w.svc.sessions() as s:
         for sub in (a, b):
-            assert s.query(m.Grade).filter(m.Grade.submission_id == sub["id"]).count() == 2   # history kept
+            hows = [g.how for g in s.query(m.Grade).filter(m.Grade.submission_id == sub["id"]).order_by(m.Grade.id)]
+            assert hows == ["request", "preview"]                           # history kept, nothing graded twice
     fb = w.client.get(f"/api/v1/submissions/{b['id']}", headers=w.h("bob")).json()["feedback"]
     assert fb["version"] == 2 and fb["current_version"]
     audit = w.client.get(f"/api/v1/courses/{w.course_id}/audit", headers=w.h("prof")).json()
@@ -487,3 +492,62 @@ def test_migrations_create_exactly_the_models_schema(database):
         assert [d for d in diffs if "procrastinate" not in str(d)] == []
     finally:
         svc.engine.dispose()
+
+
+def test_a_large_regrade_preview_is_computed_by_jobs_and_counts_only_once_applied(world, tmp_path, monkeypatch):
+    """More submissions than a request grades: the preview answers 202 with its progress, jobs grade them
+    (behind students' grading), GET shows the changes when complete. Until applied, the preview's grades
+    show nowhere: not in feedback, not in the gradebook, not in /metrics' latency."""
+    from grader.service import models as m
+    from grader.service.api import assignments
+    w = world
+    monkeypatch.setattr(assignments, "PREVIEW_IN_REQUEST", 1)
+    a = w.submit("alice", SLIPS.read_bytes(), key="a").json()
+    b = w.submit("bob", solution_bytes(), key="b").json()
+    import shutil
+    root = tmp_path / "v2"
+    shutil.copytree(LECTURE.parent.parent, root, ignore=shutil.ignore_patterns("*.onnx"))
+    main = root / "assignments" / "lecture.yaml"
+    main.write_text(main.read_text().replace("    points: 2\n", "    points: 4\n", 1))
+    assert upload(w, main, assignment_id=w.assignment_id).status_code == 201
+
+    def bobs_row():
+        rows = w.client.get(url(w, "/gradebook"), headers=w.h("prof")).json()["rows"]
+        return next(row for row in rows if row["user_id"] == w.users["bob"])
+    before = bobs_row()
+    r = w.client.post(url(w, "/versions/2/regrade"), headers=w.h("prof"), json={"apply": False})
+    assert r.status_code == 202 and r.json()["complete"] is False and r.json()["changes"] is None, r.text
+    progress = w.client.get(r.json()["links"]["self"], headers=w.h("prof")).json()
+    assert progress["graded"] == 0 and progress["submissions"] == 2
+    assert w.client.get(r.json()["links"]["self"], headers=w.h("alice")).status_code == 404
+    w.drain()
+    done = w.client.get(r.json()["links"]["self"], headers=w.h("prof")).json()
+    assert done["complete"] and [c["new_score"] - c["old_score"] for c in done["changes"]] == [2]
+    # Not applied: bob's feedback and the gradebook still show version 1's score.
+    fb = w.client.get(f"/api/v1/submissions/{b['id']}", headers=w.h("bob")).json()["feedback"]
+    assert fb["version"] == 1 and fb["score"] == b["feedback"]["score"]
+    assert bobs_row() == before
+    ap = w.client.post(url(w, "/versions/2/regrade"), headers=w.h("prof"), json={"apply": True}).json()
+    assert ap["complete"]                                    # nothing left to grade: the preview's grades count
+    w.drain()                                                # (the new version's references are prepared)
+    fb = w.client.get(f"/api/v1/submissions/{b['id']}", headers=w.h("bob")).json()["feedback"]
+    assert fb["version"] == 2 and fb["score"] == b["feedback"]["score"] + 2
+    assert bobs_row()["raw_score"] == before["raw_score"] + 2
+    with w.svc.sessions() as s:
+        assert s.query(m.Grade).filter(m.Grade.submission_id == a["id"]).count() == 2
+
+
+def test_metrics_count_stored_but_ungraded_submissions(world):
+    from grader.service import models as m
+    w = world
+    metrics = w.client.get("/metrics").text
+    assert "cnnspec_ungraded_submissions 0\n" in metrics and "cnnspec_oldest_ungraded_seconds 0.000" in metrics
+    with w.svc.sessions() as s, s.begin():
+        version = s.get(m.Assignment, w.assignment_id).current_version_id
+        s.add(m.Submission(assignment_id=w.assignment_id, user_id=w.users["bob"], number=1, version_id=version,
+                           received_at=T0 - timedelta(seconds=90), idempotency_key="lost", filename="answers.yaml",
+                           payload=solution_bytes(), sha256="0" * 64, size=1))
+    lines = dict(line.split(" ", 1) for line in w.client.get("/metrics").text.splitlines() if not line.startswith("#"))
+    assert lines["cnnspec_ungraded_submissions"] == "1"
+    assert float(lines["cnnspec_oldest_ungraded_seconds"]) == pytest.approx(
+        (w.clock.now() - (T0 - timedelta(seconds=90))).total_seconds())

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import cnnspec
 
-from . import db as dbmod, models as m
+from . import db as dbmod, grading, models as m
 from .jobs import make_queue
 from .security import digest, new_secret
 from .settings import Settings
@@ -223,13 +223,20 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
             since = now - timedelta(minutes=15)
             rows = s.execute(select(m.Grade.created_at, m.Submission.received_at, m.Grade.grading_seconds)
                              .join(m.Submission, m.Submission.id == m.Grade.submission_id)
-                             .where(m.Grade.created_at > since, m.Grade.how != "regrade")
+                             .where(m.Grade.created_at > since, m.Grade.how.not_in(("regrade", "preview")))
                              .order_by(m.Grade.id.desc()).limit(10000)).all()
+            ungraded, oldest = grading.ungraded_count(s)
             s.rollback()
         latency = sorted(max(0.0, (g - r).total_seconds()) for g, r, _ in rows)
         work = sorted(x for _, _, x in rows)
         lines = ["# HELP cnnspec_queue_depth Grading jobs waiting or running.", "# TYPE cnnspec_queue_depth gauge",
                  f"cnnspec_queue_depth {depth}",
+                 "# HELP cnnspec_ungraded_submissions Stored submissions without a grade for the version they "
+                 "were received under (grading in a request or a job, or waiting for the sweep).",
+                 "# TYPE cnnspec_ungraded_submissions gauge", f"cnnspec_ungraded_submissions {ungraded}",
+                 "# HELP cnnspec_oldest_ungraded_seconds Age of the oldest of them (0 when there is none).",
+                 "# TYPE cnnspec_oldest_ungraded_seconds gauge",
+                 f"cnnspec_oldest_ungraded_seconds {max(0.0, (now - oldest).total_seconds()) if oldest else 0.0:.3f}",
                  "# TYPE cnnspec_submissions_total counter", f"cnnspec_submissions_total {submissions}",
                  "# TYPE cnnspec_grades_total counter", f"cnnspec_grades_total {grades}",
                  "# HELP cnnspec_grading_latency_seconds Receipt to grade, last 15 minutes.",

@@ -27,11 +27,11 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.exc import IntegrityError
 
 from cnnspec.text import printable
@@ -359,6 +359,15 @@ def ungraded(session, before: datetime, limit: int) -> list[tuple[int, int]]:
     graded = exists().where(G.submission_id == S.id, G.version_id == S.version_id)
     return [tuple(r) for r in session.execute(select(S.id, S.version_id).where(S.received_at <= before, ~graded)
                                               .order_by(S.id).limit(limit)).all()]
+
+
+def ungraded_count(session) -> tuple[int, Optional[datetime]]:
+    """(how many stored submissions have no grade for the version they were received under, the oldest one's
+    receipt time or None): what /metrics reports, so a stuck sweep or missing worker shows."""
+    S, G = m.Submission, m.Grade
+    graded = exists().where(G.submission_id == S.id, G.version_id == S.version_id)
+    count, oldest = session.execute(select(func.count(), func.min(S.received_at)).where(~graded)).one()
+    return count, (oldest.replace(tzinfo=timezone.utc) if oldest is not None and oldest.tzinfo is None else oldest)
 
 
 def sweep(session_factory, clock, older_than: float, grade: Optional[GradeFunction] = None,

@@ -213,7 +213,7 @@ class Grade(Base):
     max_score: Mapped[float] = mapped_column(Float)
     error: Mapped[bool] = mapped_column(Boolean, default=False)           # the submission could not be read
     result: Mapped[dict] = mapped_column(JSON)                            # the instructor view (SubmissionResult)
-    how: Mapped[str] = mapped_column(String(20))                          # request | job | regrade
+    how: Mapped[str] = mapped_column(String(20))        # request | job | sweep | regrade | preview
     grading_seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime]
     __table_args__ = (UniqueConstraint("submission_id", "version_id"),)

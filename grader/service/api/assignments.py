@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Literal, Optional
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
@@ -320,44 +320,44 @@ def delete_extension(course_id: int, assignment_id: int, user_id: int, request: 
 # ------------------------------------------------------------------------ regrade
 
 
+# A preview grades every stored submission against the version. Up to this many missing grades are computed in
+# the request (milliseconds each); more are computed by jobs (priority of regrades, behind students' grading)
+# and the preview is read with GET until it is complete.
+PREVIEW_IN_REQUEST = 25
+
+
 @router.post("/courses/{course_id}/assignments/{assignment_id}/versions/{number}/regrade",
-             summary="Replay every stored submission against a version: preview who changes, or apply")
+             summary="Replay every stored submission against a version: preview who changes, or apply",
+             responses={202: {"description": "a preview is being computed by jobs: GET the same path until "
+                                             "`complete`"}})
 def regrade(course_id: int, assignment_id: int, number: int, body: RegradeIn, request: Request,
             p: Principal = Depends(manager), s=Depends(db)):
-    from .gradebook import counted_rows
-
     mem = instructor(s, p.user, course_id)
     a = assignment_for(s, mem, assignment_id, now(request))
-    v = s.scalar(select(m.AssignmentVersion).where(m.AssignmentVersion.assignment_id == a.id,
-                                                   m.AssignmentVersion.number == number))
-    if v is None:
-        raise not_found("version not found")
+    v = _version(s, a, number)
     svc = service(request)
     at = now(request)
-    old_rows = {r["user_id"]: r for r in counted_rows(s, a, mem)}
     subs = s.scalars(select(m.Submission).where(m.Submission.assignment_id == a.id).order_by(m.Submission.id)).all()
+    graded = _graded_against(s, a, v)
+    missing = [sub for sub in subs if sub.id not in graded]
     if not body.apply:
-        lv = grading.POOL.get(s, v.id)
-        new_scores: dict[int, float] = {}
-        found = overrides.latest(s, assignment_id=a.id)     # staff overrides hold after a regrade
-        for sub in subs:
-            g = s.scalar(select(m.Grade).where(m.Grade.submission_id == sub.id, m.Grade.version_id == v.id))
-            if g is not None:
-                doc = g.result
-            else:
-                doc, _ = grading.grade_payload(lv, sub.filename, sub.payload, grading.student_key(s, sub), at)
-            new_scores[sub.id] = overrides.score(doc, found.get(sub.id))
-        new_rows = {r["user_id"]: r for r in counted_rows(s, a, mem, override=new_scores)}
-        changes = []
-        for uid, new in new_rows.items():
-            old = old_rows.get(uid, {})
-            if old.get("final_score") != new.get("final_score"):
-                changes.append({"user_id": uid, "username": new["username"], "old_score": old.get("final_score"),
-                                "new_score": new.get("final_score")})
-        return {"version": number, "applied": False, "submissions": len(subs), "changes": changes}
+        if 0 < len(missing) <= PREVIEW_IN_REQUEST:
+            lv = grading.POOL.get(s, v.id)
+            for sub in missing:
+                doc, seconds = svc.grade(lv, sub.filename, sub.payload, grading.student_key(s, sub), at)
+                grading.insert_grade(s, sub.id, v.id, doc, "preview", seconds, at)
+            s.commit()
+        elif missing:
+            for sub in missing:
+                svc.queue.enqueue(s, "grade", {"submission_id": sub.id, "version_id": v.id, "how": "preview"},
+                                  PRIORITY["regrade"])
+            s.commit()
+            svc.queue.notify()
+        body = _preview(s, a, mem, v, subs)
+        return JSONResponse(body, status_code=200 if body["complete"] else 202)
     before = {"version": s.get(m.AssignmentVersion, a.current_version_id).number}
     a.current_version_id = v.id
-    for sub in subs:
+    for sub in missing:   # grades a preview computed are this version's grades already
         svc.queue.enqueue(s, "grade", {"submission_id": sub.id, "version_id": v.id, "how": "regrade"},
                           PRIORITY["regrade"])
     if a.publish_at is not None:
@@ -366,4 +366,56 @@ def regrade(course_id: int, assignment_id: int, number: int, body: RegradeIn, re
           after={"version": number, "submissions": len(subs)})
     s.commit()
     svc.queue.notify()
-    return {"version": number, "applied": True, "submissions": len(subs), "changes": None}
+    return {"version": number, "applied": True, "complete": not missing, "submissions": len(subs),
+            "graded": len(subs) - len(missing), "changes": None}
+
+
+@router.get("/courses/{course_id}/assignments/{assignment_id}/versions/{number}/regrade",
+            summary="A regrade preview's progress, and who changes once every submission is graded against it")
+def regrade_preview(course_id: int, assignment_id: int, number: int, request: Request,
+                    p: Principal = Depends(reader), s=Depends(db)):
+    mem = instructor(s, p.user, course_id)
+    a = assignment_for(s, mem, assignment_id, now(request))
+    v = _version(s, a, number)
+    subs = s.scalars(select(m.Submission).where(m.Submission.assignment_id == a.id).order_by(m.Submission.id)).all()
+    return _preview(s, a, mem, v, subs)
+
+
+def _version(s, a: m.Assignment, number: int) -> m.AssignmentVersion:
+    v = s.scalar(select(m.AssignmentVersion).where(m.AssignmentVersion.assignment_id == a.id,
+                                                   m.AssignmentVersion.number == number))
+    if v is None:
+        raise not_found("version not found")
+    return v
+
+
+def _graded_against(s, a: m.Assignment, v: m.AssignmentVersion) -> dict[int, m.Grade]:
+    """{submission id: its grade against version v} for the assignment's submissions."""
+    G, S = m.Grade, m.Submission
+    return {g.submission_id: g for g in s.scalars(select(G).join(S, S.id == G.submission_id)
+                                                   .where(S.assignment_id == a.id, G.version_id == v.id))}
+
+
+def _preview(s, a: m.Assignment, mem: m.Membership, v: m.AssignmentVersion, subs: list) -> dict:
+    """Progress (graded of submissions) and, when every submission has a grade against v, every student whose
+    counted score would change, old and new (staff overrides hold, late penalties apply)."""
+    from .gradebook import counted_rows
+
+    graded = _graded_against(s, a, v)
+    done = sum(sub.id in graded for sub in subs)
+    body = {"version": v.number, "applied": v.id == a.current_version_id, "complete": done == len(subs),
+            "submissions": len(subs), "graded": done, "changes": None,
+            "links": {"self": f"/api/v1/courses/{a.course_id}/assignments/{a.id}/versions/{v.number}/regrade"}}
+    if done < len(subs):
+        return body
+    found = overrides.latest(s, assignment_id=a.id)     # staff overrides hold after a regrade
+    new_scores = {sub.id: overrides.score(graded[sub.id].result, found.get(sub.id)) for sub in subs}
+    old_rows = {r["user_id"]: r for r in counted_rows(s, a, mem)}
+    changes = []
+    for new in counted_rows(s, a, mem, override=new_scores):
+        old = old_rows.get(new["user_id"], {})
+        if old.get("final_score") != new.get("final_score"):
+            changes.append({"user_id": new["user_id"], "username": new["username"],
+                            "old_score": old.get("final_score"), "new_score": new.get("final_score")})
+    body["changes"] = changes
+    return body

@@ -33,6 +33,8 @@ def counted_rows(s, a: m.Assignment, viewer: m.Membership, override: Optional[di
     grades: dict[int, m.Grade] = {}
     for g in s.scalars(select(m.Grade).join(m.Submission, m.Submission.id == m.Grade.submission_id)
                        .where(m.Submission.assignment_id == a.id).order_by(m.Grade.id)):
+        if g.how == "preview" and g.version_id != a.current_version_id:
+            continue   # a regrade preview's grade counts only once its version is applied
         current = grades.get(g.submission_id)
         if current is None or current.version_id != a.current_version_id:
             grades[g.submission_id] = g

@@ -35,12 +35,13 @@ def submission_json(sub: m.Submission, username: str) -> dict:
 
 
 def latest_grade(s, sub: m.Submission, a: m.Assignment) -> Optional[m.Grade]:
-    """The grade against the assignment's current version; while a regrade is pending, the newest other one."""
+    """The grade against the assignment's current version; while a regrade is pending, the newest other one
+    (never a regrade preview's grade against a version that is not current: it does not count)."""
     grades = s.scalars(select(m.Grade).where(m.Grade.submission_id == sub.id).order_by(m.Grade.id.desc())).all()
     for g in grades:
         if g.version_id == a.current_version_id:
             return g
-    return grades[0] if grades else None
+    return next((g for g in grades if g.how != "preview"), None)
 
 
 def feedback_json(s, sub: m.Submission, a: m.Assignment, student_view: bool, at) -> dict:
