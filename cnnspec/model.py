@@ -12,27 +12,31 @@ refuse a batch whose estimated peak would exceed it, before allocating anything 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import arrays, limits
+from . import arrays, limits, rewrite as rewrites
 from .errors import DataError, Problem, SpecError
 from .graph import PARAM_LAYOUT, Graph, load_spec
 from .init import init_state
 from .losses import LOSSES
 from . import optim
 from .ops import OPS
+from .ops.fused import FUSED
 from .schema import INPUT_NAME, Spec, closest
 
 
 class Model:
     """A compiled spec. See docs/python-api.md; the attributes below are the public surface."""
 
-    def __init__(self, spec: Spec, dtype=None, max_memory=None):
+    def __init__(self, spec: Spec, dtype=None, max_memory=None, rewrite: bool = True):
         self.spec = spec
         self.graph: Graph = spec.graph
+        # What forward and backward run: the graph's layers, rewritten exactly (rewrite.py) unless rewrite=False.
+        self.plan: rewrites.Plan = rewrites.build(self.graph, rewrite)
         self.dtype = np.dtype(dtype or spec.input.dtype)
         if self.dtype not in (np.float32, np.float64):
             raise DataError(f"dtype must be float32 or float64, got {self.dtype}")
@@ -44,7 +48,7 @@ class Model:
         self.steps_taken = 0  # optimizer steps taken: what a `per: step` schedule counts
         self.grads: dict[str, np.ndarray] = {}
         self.input_grad: np.ndarray | None = None
-        self.activations: dict[str, np.ndarray] = {}
+        self.activations: Mapping[str, np.ndarray] = {}  # every layer's output of the last forward (Activations)
         self._rng = np.random.default_rng([spec.init.seed, 1])  # dropout masks; its own stream
         self._tape: list | None = None
         self._dloss: np.ndarray | None = None
@@ -224,22 +228,22 @@ class Model:
         x = self._check_input(x, train)
         # The previous pass's arrays go first, so two passes never coexist.
         self._tape, self._dloss, self.activations = None, None, {}
-        acts = {INPUT_NAME: x}
+        values = {INPUT_NAME: x}
         tape = []
-        for node in self.graph.nodes.values():
-            name = node.name
-            params = {k: self.params[f"{name}.{k}"] for k in node.params}
-            buffers = {k: self.buffers[f"{name}.{k}"] for k in node.buffers}
-            out, cache, updates = OPS[node.type].forward(node.attrs, [acts[i] for i in node.inputs], params,
+        for step in self.plan.steps:
+            layer = step.layer
+            params = {k: self.params[f"{layer}.{k}"] for k in step.params}
+            buffers = {k: self.buffers[f"{layer}.{k}"] for k in step.buffers}
+            out, cache, updates = _op(step.type).forward(step.attrs, [values[i] for i in step.inputs], params,
                                                          buffers, train, self._rng)
-            assert out.shape[1:] == node.shape, f"{name}: op gave {out.shape[1:]}, inference said {node.shape}"
+            assert out.shape[1:] == step.shape, f"{step.name}: op gave {out.shape[1:]}, inference said {step.shape}"
             for k, v in updates.items():
-                self.buffers[f"{name}.{k}"] = v
-            acts[name] = out
-            tape.append((node, cache))
+                self.buffers[f"{layer}.{k}"] = v
+            values[step.name] = out
+            tape.append((step, cache))
         self._tape = tape
         self._dloss = None
-        self.activations = {k: self._to_declared(v) for k, v in acts.items() if k != INPUT_NAME}
+        self.activations = Activations(self, values, {step.name: cache for step, cache in tape})
         return self.activations[self.graph.output]
 
     def loss(self, out, target) -> float:
@@ -278,20 +282,20 @@ class Model:
         self.grads = {}  # the previous gradients go before the new ones are allocated
         douts: dict[str, np.ndarray] = {self.graph.output: dout}
         grads = {k: np.zeros_like(v) for k, v in self.params.items()}
-        for node, cache in reversed(self._tape):
-            g = douts.pop(node.name, None)
+        for step, cache in reversed(self._tape):
+            g = douts.pop(step.name, None)
             if g is None:  # not upstream of the output: no gradient flows here
                 continue
-            op = OPS[node.type]
-            if op.skips_dx and not input_grad and all(src == INPUT_NAME for src in node.inputs):
-                dxs, dparams = op.backward(node.attrs, g, cache, need_dx=False)
+            op = _op(step.type)
+            if op.skips_dx and not input_grad and all(src == INPUT_NAME for src in step.inputs):
+                dxs, dparams = op.backward(step.attrs, g, cache, need_dx=False)
             else:
-                dxs, dparams = op.backward(node.attrs, g, cache)
+                dxs, dparams = op.backward(step.attrs, g, cache)
             for k, v in dparams.items():
-                key = f"{node.name}.{k}"
+                key = f"{step.layer}.{k}"
                 assert v.shape == grads[key].shape, f"{key}: grad {v.shape} vs param {grads[key].shape}"
                 grads[key] = v
-            for src, dx in zip(node.inputs, dxs):
+            for src, dx in zip(step.inputs, dxs):
                 if dx is not None:
                     douts[src] = douts[src] + dx if src in douts else dx
         dx = douts.get(INPUT_NAME) if input_grad else None
@@ -365,6 +369,53 @@ class Model:
         return value
 
 
+def _op(kind: str):
+    """The op a step runs, looked up at call time (so a wrapped or patched OPS entry is used)."""
+    return OPS[kind] if kind in OPS else FUSED[kind]
+
+
+class Activations(Mapping):
+    """model.activations: {layer: its output of the last forward}, every layer in declaration order, in the
+    declared layout (views of the engine's arrays). A layer whose output the rewritten plan does not keep
+    (rewrite.py: `deferred`) is computed when first asked for, bit for bit what the unrewritten model
+    computes, and kept until the next forward. Read-only; dict(model.activations) gives a plain dict."""
+
+    def __init__(self, model: "Model", values: dict, caches: dict):
+        self._model, self._values, self._caches = model, values, caches
+        self._names = list(model.graph.nodes)
+        self._declared: dict[str, np.ndarray] = {}
+
+    def _value(self, name: str) -> np.ndarray:
+        """A value of the plan, or a deferred activation (computed once), in internal layout."""
+        if name not in self._values:
+            deferred = self._model.plan.deferred[name]
+            self._values[name] = deferred.compute(self._value, self._caches)
+        return self._values[name]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._declared:
+            if name not in self._model.graph.nodes:
+                raise KeyError(name)
+            self._declared[name] = self._model._to_declared(self._value(name))
+        return self._declared[name]
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name) -> bool:
+        return name in self._model.graph.nodes
+
+    def computed(self) -> list[str]:
+        """Layers whose outputs exist now (kept by the plan, or deferred and asked for)."""
+        return [n for n in self._names if n in self._values]
+
+    def __repr__(self) -> str:
+        return f"Activations({', '.join(self._names)})"
+
+
 def predictions(loss_type: str, out: np.ndarray, target: np.ndarray):
     """(true, predicted, classes) as flat integer arrays for a classification loss, None for regression (mse).
 
@@ -416,16 +467,18 @@ def _shape_hint(name: str, graph: Graph) -> str:
     return f" ({layout})" if layout else ""
 
 
-def compile(spec, *, dtype=None, weights=None, max_memory=None) -> Model:  # noqa: A001 - the public name
+def compile(spec, *, dtype=None, weights=None, max_memory=None, rewrite: bool = True) -> Model:  # noqa: A001
     """Build an executable model from a Spec or a spec path; `weights` is an optional .npz path or dict.
 
     max_memory: the memory limit in bytes or as text ("8GiB"); default CNNSPEC_MAX_MEMORY, else 4 GiB.
-    The model must fit it for one sample; forward and backward refuse batches that would not."""
+    The model must fit it for one sample; forward and backward refuse batches that would not.
+    rewrite: run the exact rewrites of rewrite.py (every observable number is the same bit for bit;
+    False runs one op per layer, for comparison)."""
     if isinstance(spec, (str, Path)):
         spec = load_spec(spec, max_memory)
     if not isinstance(spec, Spec):
         raise TypeError(f"compile() takes a Spec or a path, got {type(spec).__name__}")
-    model = Model(spec, dtype, max_memory)
+    model = Model(spec, dtype, max_memory, rewrite)
     if weights is not None:
         if isinstance(weights, (str, Path)):
             model._check_weights_memory()

@@ -34,8 +34,11 @@ def _row_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("cm,cm->c", a, b)  # measured 2x faster than np.vecdot here (which calls BLAS)
 
 
-def forward(attrs, xs, params, buffers, train, rng):
-    """x: (N, C, H, W) or (N, C); weight, bias, running_mean, running_var: (C,) -> out: same as x."""
+def forward(attrs, xs, params, buffers, train, rng, relu=False):
+    """x: (N, C, H, W) or (N, C); weight, bias, running_mean, running_var: (C,) -> out: same as x.
+
+    relu: return relu(out) instead, applied to each slice of channels as soon as it is normalised (the
+    fused batchnorm_relu of ops/fused.py); the cache then holds what `output_from_cache` needs."""
     (x,) = xs
     C = x.shape[1]
     eps = attrs.get("eps", 1e-5)
@@ -53,9 +56,12 @@ def forward(attrs, xs, params, buffers, train, rng):
         def affine(cs):
             np.multiply(rows[cs], scale[cs, None], out=out[cs])
             out[cs] += shift[cs, None]
+            if relu:
+                np.maximum(out[cs], 0, out=out[cs])  # what ops/activations.relu computes
 
         parallel.run(affine, C, rows.size)
-        cache = ("eval", rows, buffers["running_mean"], invstd, w, params.get("weight") is not None)
+        cache = ("eval", rows, buffers["running_mean"], invstd, w, params.get("weight") is not None,
+                 (rows, scale, shift, out, x.shape) if relu else None)
         return _unrows(out, x.shape), cache, {}
 
     m = rows.shape[1]
@@ -75,6 +81,8 @@ def forward(attrs, xs, params, buffers, train, rng):
         # out = (xc * invstd) * w + b folded into one per-channel scale: xhat is never materialised.
         np.multiply(xcs, (w[cs] / np.sqrt(var[cs] + eps))[:, None], out=out[cs])
         out[cs] += b[cs, None]
+        if relu:
+            np.maximum(out[cs], 0, out=out[cs])  # what ops/activations.relu computes
 
     parallel.run(normalise, C, rows.size)
     invstd = 1.0 / np.sqrt(var + eps)
@@ -88,28 +96,56 @@ def forward(attrs, xs, params, buffers, train, rng):
         "running_var": (1 - momentum) * buffers["running_var"] + momentum * (var * (m / (m - 1))),
         "num_batches_tracked": np.asarray(tracked + 1, dtype=np.int64),
     }
-    return _unrows(out, x.shape), ("train", xc, invstd, w, params.get("weight") is not None), updates
+    # the scale exactly as normalise computed it (elementwise, so slicing does not change a bit)
+    fused = (xc, w / np.sqrt(var + eps), b, out, x.shape) if relu else None
+    return _unrows(out, x.shape), ("train", xc, invstd, w, params.get("weight") is not None, fused), updates
 
 
-def backward(attrs, dout, cache):
-    """dout: like x -> dx, dweight (C,), dbias (C,) (no dparams when the layer has no affine params)."""
+def output_from_cache(cache) -> np.ndarray:
+    """The batch norm output of a forward made with relu=True, recomputed from its cache with the same
+    operations as the forward (so bit for bit what forward(relu=False) returns), batch-last."""
+    if cache[0] == "eval":
+        rows, scale, shift, _, shape = cache[6]
+        y = np.multiply(rows, scale[:, None])
+        y += shift[:, None]
+    else:
+        xc, scale, b, _, shape = cache[5]
+        y = np.multiply(xc, scale[:, None])
+        y += b[:, None]
+    return _unrows(y, shape)
+
+
+def _relu_grad(g: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """What ops/activations.relu's backward computes: g * (out != 0)."""
+    return np.multiply(g, out != 0)
+
+
+def backward(attrs, dout, cache, relu=False):
+    """dout: like x -> dx, dweight (C,), dbias (C,) (no dparams when the layer has no affine params).
+
+    relu: the cache is from forward(relu=True) and dout is the gradient of relu(out): relu's backward is
+    applied first, to each slice of channels as the batch norm backward reaches it."""
     g = _rows(dout)
     C, m = g.shape
     if cache[0] == "eval":
-        _, rows, mean, invstd, w, affine = cache
+        _, rows, mean, invstd, w, affine, fused = cache
+        if relu:
+            g = _relu_grad(g, fused[3])
         dx = g * (w * invstd)[:, None]
         dparams = {}
         if affine:
             xhat = (rows - mean[:, None]) * invstd[:, None]
             dparams = {"weight": _row_dot(g, xhat), "bias": g.sum(axis=1)}
         return [_unrows(dx, dout.shape)], dparams
-    _, xc, invstd, w, affine = cache
+    _, xc, invstd, w, affine, fused = cache
     db = np.empty(C, dout.dtype)
     dw = np.empty(C, dout.dtype)
     dx = np.empty_like(g)
 
     def grad(cs):
         gs, xcs, dxs = g[cs], xc[cs], dx[cs]
+        if relu:
+            gs = _relu_grad(gs, fused[3][cs])  # contiguous rows, like the unfused relu's gradient
         inv = invstd[cs]
         db[cs] = gs.sum(axis=1)
         dw[cs] = _row_dot(gs, xcs) * inv  # sum(dout * xhat)

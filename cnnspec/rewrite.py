@@ -1,0 +1,191 @@
+"""Exact rewrites: the execution plan a Model runs, made from its Graph by a few passes.
+
+A spec compiler may change how a graph is computed as long as every number a user can observe stays the
+same: the output, the loss, every gradient (parameters and input), the running statistics, and every
+layer's activation (`model.activations`, `cnnspec run --dump`, the grader). The Graph (layer names,
+shapes, parameters) is never changed; the passes rewrite only the plan, a list of Steps the Model runs
+in order. Each pass's docstring gives its proof of exactness, and tests/test_rewrite.py compares every
+observable bit for bit with the plan of `rewrite=False` (one Step per layer, the unoptimised model) over
+random specs and inputs with ties, all-negative windows, signed zeros, infinities and NaN.
+
+A layer whose activation a rewritten plan no longer computes is `deferred`: model.activations computes
+it on demand, from values the plan keeps, with the same operations the unrewritten model runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+from .graph import Graph
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One op call of the plan. `name` is the value it produces: a layer's name, or '<layer>:<what>' for a
+    value no layer names (layer names cannot contain ':'). `type` is an OPS name or an ops/fused.py name;
+    `layer` owns the parameters and buffers (`params`, `buffers`: local names) the op reads."""
+
+    name: str
+    type: str
+    inputs: tuple[str, ...]
+    attrs: dict
+    layer: str
+    params: tuple[str, ...]
+    buffers: tuple[str, ...]
+    shape: Shape                     # per sample, internal layout (as Node.shape)
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """How to compute a layer's activation the plan does not keep: compute(value, caches) -> the array in
+    internal layout, where value(name) gives a value of the plan (a step's output, the input, or another
+    deferred activation) and caches maps step names to the caches their forward returned."""
+
+    compute: Callable[[Callable[[str], Any], dict[str, Any]], Any]
+    reason: str
+
+
+@dataclass
+class Plan:
+    steps: list[Step]
+    deferred: dict[str, Deferred] = field(default_factory=dict)
+    applied: list[str] = field(default_factory=list)  # one line per rewrite made: "relu1 after pool1 (...)"
+
+
+def plain(graph: Graph) -> Plan:
+    """One step per layer, in declaration order: exactly the Graph (rewrite=False)."""
+    return Plan([Step(n.name, n.type, tuple(n.inputs), n.attrs, n.name, tuple(n.params), tuple(n.buffers),
+                      tuple(n.shape)) for n in graph.nodes.values()])
+
+
+def build(graph: Graph, rewrite: bool = True) -> Plan:
+    """The plan a Model runs: plain(graph), then every pass of PASSES in order when `rewrite`."""
+    plan = plain(graph)
+    if rewrite:
+        for rewrite_pass in PASSES:
+            rewrite_pass(plan, graph)
+    return plan
+
+
+def _readers(plan: Plan, name: str) -> list[Step]:
+    """Steps that read value `name`, once per input slot (add(x, x) reads x twice)."""
+    return [s for s in plan.steps for i in s.inputs if i == name]
+
+
+def _only_reader(plan: Plan, graph: Graph, step: Step, kind: str) -> Step | None:
+    """The one step of type `kind` that reads `step`'s value, if it is its only reader and the value is not
+    the model's output (whose value forward returns)."""
+    if step.name == graph.output:
+        return None
+    readers = _readers(plan, step.name)
+    return readers[0] if len(readers) == 1 and readers[0].type == kind else None
+
+
+def _disjoint_windows(attrs: dict) -> bool:
+    """Every input value is in at most one pooling window (the windows' span fits in the stride)."""
+    kernel, stride = tuple(attrs["kernel"]), tuple(attrs.get("stride") or attrs["kernel"])
+    dilation = tuple(attrs.get("dilation", (1, 1)))
+    return all(d * (k - 1) + 1 <= s for k, s, d in zip(kernel, stride, dilation))
+
+
+def relu_after_maxpool(plan: Plan, graph: Graph) -> None:
+    """relu -> maxpool becomes maxpool -> relu, fused in one op (ops/fused.maxpool_relu): the relu runs on
+    a quarter of the values (2x2 windows) in place on the pooled output. Applies where the relu's only
+    reader is a maxpool whose windows do not overlap; the relu's activation is then deferred.
+
+    Proof, per window w of the input x (values x_i, NaN included), with the engine's definitions: relu(x)
+    = np.maximum(x, 0), which is +0.0 for every x <= 0 (-0.0 and -inf included), x for x > 0 and x for NaN;
+    maxpool's value is np.maximum over the window and its argmax the first maximum, or the last NaN when the
+    window has one; relu's backward is dout * (out != 0); maxpool's backward writes dout * (argmax == k) at
+    window offset k (disjoint windows: each value is written once, by its window, or left 0 when no window
+    covers it). Three cases:
+      (a) w has a NaN: relu keeps NaN as NaN and non-NaN as non-NaN, so both orders pick the same NaN (the
+          last) with the same bits, and relu(NaN) = NaN; relu's mask is 1 at a NaN output, so both send dout
+          to that element, times 1.
+      (b) no NaN, max > 0: relu is the identity on the values equal to the max and maps everything else below
+          it, so the maximum, its value and its first position agree; relu's mask is 1 there.
+      (c) no NaN, max <= 0: relu(x_i) = +0.0 for all i, so the unrewritten pool returns +0.0, and relu of the
+          rewritten maximum (<= 0) is +0.0 too. The positions may differ (the first +0.0 against the
+          first maximum of x), but relu's mask is 0 everywhere in the window in either order.
+    In both orders each input value's gradient is dout_w times two factors in {0, 1} (the argmax test and
+    relu's mask; multiplying by 1 is exact, and by 0 gives the same signed zero, or NaN for a non-finite
+    dout, whichever comes first), and the cases show their products agree at every position. Values in no
+    window get 0 in both. Overlapping windows are left alone: there an element's gradient is a sum, and in
+    case (c) the sign of a zero sum could differ.
+    """
+    i = 0
+    while i < len(plan.steps):
+        relu = plan.steps[i]
+        pool = _only_reader(plan, graph, relu, "maxpool") if relu.type == "relu" else None
+        if pool is None or not _disjoint_windows(pool.attrs):
+            i += 1
+            continue
+        j = plan.steps.index(pool)
+        (source,) = relu.inputs
+        plan.steps[j] = replace(pool, type="maxpool_relu", inputs=(source,))
+        del plan.steps[i]
+        plan.deferred[relu.name] = _deferred_op("relu", relu.attrs, source,
+                                                f"computed after '{pool.name}' (relu_after_maxpool)")
+        plan.applied.append(f"relu_after_maxpool: '{relu.name}' runs after '{pool.name}' (fused), on "
+                            f"{_fraction(relu.shape, pool.shape)} of the values")
+
+
+def batchnorm_relu(plan: Plan, graph: Graph) -> None:
+    """batchnorm -> relu becomes one op (ops/fused.batchnorm_relu): each slice of channels gets its relu
+    while it is in cache, in place, forward and backward. Applies where the relu is the batch norm's only
+    reader; the batch norm's activation is then deferred (recomputed from the fused op's cache).
+
+    Proof: the fused op runs batchnorm's own code (ops/batchnorm.py, relu=True) on the same slices of
+    channels, and adds relu's element operations (np.maximum(out, 0) forward, dout * (out != 0) backward)
+    on each slice. Element operations give the same bits whatever slice they run on; the batch norm
+    reductions (means, dot products, sums) run on the same channel rows, contiguous in both, as before.
+    The deferred activation repeats the forward's last two operations, xc * scale + b (or x * scale +
+    shift in evaluation), on the arrays the forward used.
+    """
+    i = 0
+    while i < len(plan.steps):
+        norm = plan.steps[i]
+        relu = _only_reader(plan, graph, norm, "relu") if norm.type == "batchnorm" else None
+        if relu is None:
+            i += 1
+            continue
+        j = plan.steps.index(relu)
+        plan.steps[j] = replace(norm, name=relu.name, type="batchnorm_relu", shape=relu.shape)
+        del plan.steps[i]
+        plan.deferred[norm.name] = Deferred(_batchnorm_output(relu.name),
+                                            f"recomputed from '{relu.name}' (batchnorm_relu)")
+        plan.applied.append(f"batchnorm_relu: '{norm.name}' and '{relu.name}' in one op")
+
+
+PASSES: tuple[Callable[[Plan, Graph], None], ...] = (relu_after_maxpool, batchnorm_relu)
+
+
+def _deferred_op(kind: str, attrs: dict, source: str, reason: str) -> Deferred:
+    def compute(value, caches):
+        from .ops import OPS
+        return OPS[kind].forward(attrs, [value(source)], {}, {}, False, None)[0]
+    return Deferred(compute, reason)
+
+
+def _batchnorm_output(step_name: str):
+    def compute(value, caches):
+        from .ops.fused import batchnorm_output
+        return batchnorm_output(caches[step_name])
+    return compute
+
+
+def _fraction(before: Shape, after: Shape) -> str:
+    from math import prod
+    a, b = prod(after), prod(before)
+    return f"{a}/{b}" if b % a else f"1/{b // a}"
+
+
+def describe(plan: Plan) -> list[str]:
+    """The rewrites made, one line each (empty for rewrite=False or a graph no pass applies to)."""
+    return list(plan.applied)
+
+
+__all__ = ["Deferred", "PASSES", "Plan", "Step", "batchnorm_relu", "build", "describe", "plain",
+           "relu_after_maxpool"]
