@@ -2,8 +2,8 @@
 
     python benchmarks/service_load.py [--students 2000] [--seconds 60] [--rate 100] [--web-processes 2]
 
-Creates a scratch PostgreSQL database on 127.0.0.1:5432, a course with N students (each with an API token)
-and the lecture assignment published (references prepared; at most 5 graded submissions per student per
+Creates a scratch PostgreSQL database on 127.0.0.1:5432, a course with N students (each with an API token
+and a browser session) and the lecture assignment published (references prepared; at most 5 graded submissions per student per
 hour, so every submission goes through the rate-limit count), starts `cnnspec serve --web-processes 2` on a
 free loopback port and one `cnnspec worker`, then sends rate x seconds submissions (the students in turn, so
 with the defaults each of the 2,000 students submits 3 times within the 60 s; half the notes' slips, half
@@ -19,6 +19,11 @@ numbers measured on a busy machine are flagged. The load generator is a small HT
 streams with keep-alive connections (about half a millisecond of CPU per request, so it takes little from
 the 2 cores it shares with the server). Every wait has a deadline and the whole run stops itself after
 --max-minutes; everything it started is stopped and the database dropped.
+
+Variations: --assignment per-student (bn_pool_ce.yaml: every student's own data, so each web process computes
+a student's reference the first time it grades them), --browser-share 0.5 (half the students submit from the
+web page: session cookie and CSRF header instead of an API token), --scrape-metrics 1 (GET /metrics every
+second during the rush, as a monitoring server would).
 """
 from __future__ import annotations
 
@@ -54,8 +59,14 @@ def free_port() -> int:
 # ------------------------------------------------------------------------ set-up
 
 
-def setup(url: str, students: int, rate_limit: int = 5):
-    """Course, students, tokens, the lecture assignment published with its reference ready (in-process)."""
+ASSIGNMENTS = {"lecture": ROOT / "specs" / "assignments" / "lecture.yaml",           # one data set for everyone
+               "per-student": ROOT / "specs" / "assignments" / "bn_pool_ce.yaml"}  # each student's own data
+
+
+def setup(url: str, students: int, rate_limit: int = 5, assignment: str = "lecture"):
+    """Course, students, an API token and a browser session (cookie and CSRF token) each, the assignment published
+    with its references ready (in-process: every student's, for per-student data). -> (service, course id,
+    assignment id, [(token, (session cookie, csrf token), student key)], the instructor's token)."""
     from fastapi.testclient import TestClient
 
     from grader.service import models as m
@@ -80,7 +91,7 @@ def setup(url: str, students: int, rate_limit: int = 5):
     cid = client.post("/api/v1/courses", json={"code": "rush"}, headers=h).json()["id"]
     roster = "username,section\n" + "".join(f"s{i:05d},{'AB'[i % 2]}\n" for i in range(students))
     client.post(f"/api/v1/courses/{cid}/roster", headers=h, files={"roster": ("r.csv", roster.encode())})
-    files, main = assignment_files(ROOT / "specs" / "assignments" / "lecture.yaml")
+    files, main = assignment_files(ASSIGNMENTS[assignment])
     aid = client.post(f"/api/v1/courses/{cid}/assignments", headers=h, data={"main": main},
                       files=[("files", (p, d)) for p, d in files.items()]).json()["id"]
     client.patch(f"/api/v1/courses/{cid}/assignments/{aid}", headers=h,
@@ -93,14 +104,34 @@ def setup(url: str, students: int, rate_limit: int = 5):
         async with app.open_async():
             await app.run_worker_async(queues=[QUEUE], wait=False, install_signal_handlers=False)
     asyncio.run(drain())
-    tokens = []
+    students_ = []
     with svc.sessions() as s, s.begin():
-        for u in s.query(m.User).filter(m.User.username.like("s%")).order_by(m.User.id):
-            t = new_secret("t")
+        for u, key in (s.query(m.User, m.Membership.student_key).join(m.Membership, m.Membership.user_id == m.User.id)
+                       .filter(m.User.username.like("s%"), m.Membership.course_id == cid).order_by(m.User.id)):
+            t, cookie, csrf = new_secret("t"), new_secret("s"), new_secret("c")
             s.add(m.ApiToken(user_id=u.id, token_hash=digest(t), scopes="read submit", created_at=now,
                              expires_at=now + timedelta(days=1)))
-            tokens.append(t)
-    return svc, cid, aid, tokens, secret
+            s.add(m.Session(user_id=u.id, token_hash=digest(cookie), csrf_token=csrf, created_at=now,
+                            expires_at=now + timedelta(days=1)))
+            students_.append((t, (cookie, csrf), key or u.username))
+    return svc, cid, aid, students_, secret
+
+
+def answer_files(assignment: str, keys: list[str], n: int):
+    """-> answers(i): the i-th submission's file before answers_of() marks it. Even i: wrong (the lecture's slips;
+    for per-student data, the student's own solution without its last four answers), odd i: right."""
+    import grader
+    from grader.tools import solution_text
+    a = grader.load_assignment(ASSIGNMENTS[assignment])
+    if assignment == "lecture":
+        slips = (ROOT / "tests" / "grader_data" / "lecture" / "lecture_slips.yaml").read_bytes()
+        right = solution_text(a, None).encode()
+        return lambda i: (slips, right)[i % 2]
+    files = {}
+    for key in keys[:n]:   # each student's own solution
+        text = solution_text(a, key).encode()
+        files[key] = (b"\n".join(text.rstrip(b"\n").split(b"\n")[:-4]) + b"\n", text)
+    return lambda i: files[keys[i % len(keys)]][i % 2]
 
 
 # ------------------------------------------------------------------------ the load generator
@@ -122,11 +153,16 @@ def answers_of(student: int, attempt: int, base: bytes) -> bytes:
     return f"# attempt {attempt + 1}\nstudent_id: s{student:05d}\n".encode() + b"\n".join(lines)
 
 
-def request_bytes(path: str, port: int, token: str, key: str, answers: bytes, keep_alive: bool = False) -> bytes:
+def request_bytes(path: str, port: int, token, key: str, answers: bytes, keep_alive: bool = False) -> bytes:
+    """token: an API token (as `cnnspec submit` sends it), or (session cookie, CSRF token) as a browser sends them."""
+    if isinstance(token, tuple):
+        auth = f"Cookie: cnnspec_session={token[0]}\r\nX-CSRF-Token: {token[1]}\r\n"
+    else:
+        auth = f"Authorization: Bearer {token}\r\n"
     body = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"answers\"; filename=\"answers.yaml\"\r\n"
             f"Content-Type: application/x-yaml\r\n\r\n").encode() + answers + f"\r\n--{BOUNDARY}--\r\n".encode()
     close = "" if keep_alive else "Connection: close\r\n"
-    head = (f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nAuthorization: Bearer {token}\r\n"
+    head = (f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n{auth}"
             f"Idempotency-Key: {key}\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n{close}"
             f"Content-Length: {len(body)}\r\n\r\n").encode()
     return head + body
@@ -231,6 +267,38 @@ async def rush(port: int, schedule: list[tuple[float, bytes]], connections: int,
     return results, wall
 
 
+async def scrape_metrics(port: int, every: float, stop: asyncio.Event, timeout: float) -> list:
+    """GET /metrics every `every` seconds until `stop` (as a Prometheus server would during the rush).
+    -> [(latency, status, cnnspec_ungraded_submissions or None)]."""
+    out = []
+    while not stop.is_set():
+        t = time.perf_counter()
+        try:
+            reader, writer = await asyncio.open_connection(HOST, port)
+            writer.write(f"GET /metrics HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n".encode())
+            status, body = await asyncio.wait_for(read_response(reader), timeout)
+            writer.close()
+            gauge = next((float(line.split()[1]) for line in body.decode().splitlines()
+                          if line.startswith("cnnspec_ungraded_submissions ")), None)
+            out.append((time.perf_counter() - t, abs(status), gauge))
+        except Exception as exc:  # noqa: BLE001 - counted
+            out.append((time.perf_counter() - t, type(exc).__name__, None))
+        try:
+            await asyncio.wait_for(stop.wait(), max(0.0, every - (time.perf_counter() - t)))
+        except asyncio.TimeoutError:
+            pass
+    return out
+
+
+async def rush_and_scrape(port: int, schedule, connections: int, timeout: float, keep_alive: bool,
+                          every: float | None):
+    stop = asyncio.Event()
+    scraper = asyncio.ensure_future(scrape_metrics(port, every, stop, timeout)) if every else None
+    results, wall = await rush(port, schedule, connections, timeout, keep_alive)
+    stop.set()
+    return results, wall, (await scraper if scraper else [])
+
+
 # ------------------------------------------------------------------------ CPU accounting (Linux /proc)
 
 
@@ -309,6 +377,13 @@ def main(argv=None) -> int:
                     "as separate `cnnspec submit` runs make)")
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds one request may take (default: 30)")
     ap.add_argument("--max-minutes", type=float, default=15.0, help="the whole run stops itself after this")
+    ap.add_argument("--assignment", choices=sorted(ASSIGNMENTS), default="lecture", help="lecture: one data set "
+                    "for the class (default); per-student: bn_pool_ce.yaml, every student's own data and reference")
+    ap.add_argument("--browser-share", type=float, default=0.0, metavar="F", help="the share of students who "
+                    "submit from the web page (session cookie and CSRF header) instead of with an API token "
+                    "(default: 0)")
+    ap.add_argument("--scrape-metrics", type=float, default=None, metavar="S", help="also GET /metrics every S "
+                    "seconds during the rush, as a monitoring server would (default: off)")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args(argv)
     import psycopg
@@ -325,8 +400,9 @@ def main(argv=None) -> int:
     procs = []
     try:
         t = time.perf_counter()
-        svc, cid, aid, tokens, staff_token = setup(url, args.students)
-        print(f"set-up: {len(tokens)} students, lecture assignment published ({time.perf_counter() - t:.1f} s)")
+        svc, cid, aid, students, staff_token = setup(url, args.students, assignment=args.assignment)
+        print(f"set-up: {len(students)} students, {ASSIGNMENTS[args.assignment].name} published, references "
+              f"ready ({time.perf_counter() - t:.1f} s)")
         port = free_port()
         env = {**os.environ, "CNNSPEC_DATABASE": url, "PYTHONUNBUFFERED": "1"}
         log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"{name}.log", "w")
@@ -347,28 +423,27 @@ def main(argv=None) -> int:
             if time.monotonic() > deadline:
                 raise SystemExit("the server did not start")
             time.sleep(0.2)
-        slips = (ROOT / "tests" / "grader_data" / "lecture" / "lecture_slips.yaml").read_bytes()
-        import grader
-        from grader.tools import solution_text
-        right = solution_text(grader.load_assignment(ROOT / "specs" / "assignments" / "lecture.yaml"), None).encode()
         path = f"/api/v1/courses/{cid}/assignments/{aid}/submissions"
         n = int(round(args.rate * args.seconds))
         times = arrivals(n, args.seconds, args.arrivals, args.seed)
-        schedule = [(at, request_bytes(path, port, tokens[i % len(tokens)], f"bench-{i}",
-                                       answers_of(i % len(tokens), i // len(tokens), (slips, right)[i % 2]),
+        answers = answer_files(args.assignment, [key for _, _, key in students], n)
+        browser = int(round(args.browser_share * len(students)))   # students 0 .. browser-1 use the web page
+        schedule = [(at, request_bytes(path, port, students[i % len(students)][1 if i % len(students) < browser else 0],
+                                       f"bench-{i}", answers_of(i % len(students), i // len(students), answers(i)),
                                        args.keep_alive))
                     for i, at in enumerate(times)]
         # Warm-up, not counted: the instructor submits a few times, so each web process has loaded the
         # assignment, computed its reference and prepared its statements before the rush (as after its first
         # few requests in a real rush).
-        warm = [(0.05 * i, request_bytes(path, port, staff_token, f"warm-{i}", answers_of(i, 0, (slips, right)[i % 2])))
+        warm = [(0.05 * i, request_bytes(path, port, staff_token, f"warm-{i}", answers_of(i, 0, answers(i))))
                 for i in range(8 * args.web_processes)]
         asyncio.run(rush(port, warm, 2, 30))
         time.sleep(1.0)
         meter = CpuMeter(procs[0].pid, procs[1].pid)
         load_before = os.getloadavg()
         cpu0 = meter.read()
-        results, wall = asyncio.run(rush(port, schedule, args.connections, args.timeout, args.keep_alive))
+        results, wall, scrapes = asyncio.run(rush_and_scrape(port, schedule, args.connections, args.timeout,
+                                                             args.keep_alive, args.scrape_metrics))
         cpu1 = meter.read()
         load_after = os.getloadavg()
         lat = sorted(x for x, _, _ in results)
@@ -397,7 +472,7 @@ def main(argv=None) -> int:
         cores = os.cpu_count() or 1
         per = {k: 1000 * used[k] / max(1, len(results)) for k in ("web", "worker", "postgres", "client")}
         summary = {
-            "students": len(tokens), "submissions": len(results), "seconds": args.seconds, "rate": args.rate,
+            "students": len(students), "submissions": len(results), "seconds": args.seconds, "rate": args.rate,
             "arrivals": args.arrivals, "web_processes": args.web_processes, "keep_alive": args.keep_alive,
             "throughput": accepted / wall, "p50_ms": 1000 * quantile(lat, 0.5), "p95_ms": 1000 * quantile(lat, 0.95),
             "p99_ms": 1000 * quantile(lat, 0.99), "max_ms": 1000 * (lat[-1] if lat else 0.0), "errors": errors,
@@ -407,15 +482,27 @@ def main(argv=None) -> int:
             "others_cpu_percent": 100 * others / max(1e-9, used["all"]),
             "loadavg": {"start": load_at_start, "before": load_before, "after": load_after}, "cores": cores,
             "uvloop": _installed("uvloop"), "httptools": _installed("httptools"),
+            "assignment": args.assignment, "browser_share": browser / len(students),
         }
+        if scrapes:
+            scrape_lat = sorted(x for x, _, _ in scrapes)
+            gauges = [g for _, _, g in scrapes if g is not None]
+            summary["metrics"] = {"scrapes": len(scrapes), "errors": sum(c != 200 for _, c, _ in scrapes),
+                                  "p50_ms": 1000 * quantile(scrape_lat, 0.5), "max_ms": 1000 * scrape_lat[-1],
+                                  "ungraded_max": max(gauges) if gauges else None}
         print(f"| submissions | students | offered | web processes | throughput | p50 | p95 | p99 | max | errors | "
               f"accepted | stored | graded (grades) |\n"
               f"|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
-              f"| {len(results)} | {len(tokens)} | {args.rate:g}/s for {args.seconds:g} s ({args.arrivals}) | "
+              f"| {len(results)} | {len(students)} | {args.rate:g}/s for {args.seconds:g} s ({args.arrivals}) | "
               f"{args.web_processes} | {summary['throughput']:.1f}/s | {summary['p50_ms']:.0f} ms | "
               f"{summary['p95_ms']:.0f} ms | {summary['p99_ms']:.0f} ms | {summary['max_ms']:.0f} ms | {errors} | "
               f"{accepted} | {stored} | {graded} ({grades}) |")
-        print(f"status codes: {codes}; graded in the request: {graded_in_request}")
+        print(f"status codes: {codes}; graded in the request: {graded_in_request}; assignment {args.assignment}"
+              f"{f', {browser} of {len(students)} students from the web page' if browser else ''}")
+        if scrapes:
+            mt = summary["metrics"]
+            print(f"/metrics every {args.scrape_metrics:g} s: {mt['scrapes']} scrapes, {mt['errors']} errors, p50 "
+                  f"{mt['p50_ms']:.0f} ms, max {mt['max_ms']:.0f} ms; ungraded submissions at most {mt['ungraded_max']}")
         slowest = sorted(((lat_i, at) for (lat_i, _, _), (at, _) in zip(results, schedule)), reverse=True)[:5]
         print("slowest: " + ", ".join(f"{1000 * x:.0f} ms at {at:.1f} s" for x, at in slowest))
         print(f"CPU per submission: web {per['web']:.1f} ms, worker {per['worker']:.1f} ms, PostgreSQL "

@@ -46,3 +46,19 @@ def test_a_tiny_rush_runs_end_to_end_and_counts_every_submission(tmp_path):
     assert result["submissions"] == result["accepted"] == result["stored"] == result["graded"] == result["grades"] == 12
     assert result["errors"] == 0 and result["graded_in_request"] == 12
     assert "| 12 | 6 | 6/s for 2 s (poisson) | 1 |" in r.stdout and "load average" in r.stdout
+
+
+@pytest.mark.skipif(not pg_available(), reason="PostgreSQL is not reachable on 127.0.0.1:5432 (.ci/run starts it)")
+def test_the_variations_run_per_student_data_browser_sessions_and_metrics_scrapes(tmp_path):
+    out = tmp_path / "rush.json"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "service_load.py"), "--students", "4", "--seconds",
+                        "2", "--rate", "4", "--web-processes", "1", "--max-minutes", "3", "--assignment",
+                        "per-student", "--browser-share", "0.5", "--scrape-metrics", "0.5", "--json", str(out)],
+                       capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    result = json.loads(Path(out).read_text())
+    assert result["submissions"] == result["accepted"] == result["graded"] == result["grades"] == 8
+    assert result["graded_in_request"] == 8 and result["errors"] == 0      # sessions' submits are graded too
+    assert result["assignment"] == "per-student" and result["browser_share"] == 0.5
+    assert result["metrics"]["scrapes"] >= 2 and result["metrics"]["errors"] == 0
+    assert "2 of 4 students from the web page" in r.stdout
