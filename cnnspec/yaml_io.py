@@ -555,6 +555,12 @@ def read_text(path: str | Path, what: str = "spec", max_bytes: int | None = None
         raw = read_input(path, what, MAX_BYTES if max_bytes is None else max_bytes)
     except DataError as exc:
         raise SpecError(str(exc).removeprefix(f"{name}: "), name) from None
+    return decode_text(raw, name, what)
+
+
+def decode_text(raw: bytes, name: str, what: str = "spec") -> str:
+    """A YAML file's bytes -> its text, with a SpecError (named `name`) for UTF-16, binary data, bytes that
+    are not UTF-8 (at line:col) and an empty file. read_text's checks, for bytes that are not in a file."""
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise SpecError(f"UTF-16 text (it starts with a UTF-16 byte-order mark); save the {what} as UTF-8", name)
     if b"\x00" in raw:

@@ -3,6 +3,7 @@
 Public API:
     load_assignment(path) -> Assignment          (raises cnnspec.SpecError with file:line:col)
     load_submission(path) -> Submission          (never executes anything: no pickle)
+    parse_submission(data, name) -> Submission    the same from an upload's bytes (Grader.grade_bytes grades them)
     grade(assignment, submission, ...) -> SubmissionResult
     Grader(assignment)                            grades many submissions, one reference per variant
     render(results, fmt, audience=...) -> str     text | json | junit | gradescope | markdown
@@ -25,7 +26,7 @@ _LAZY = {
     "question_text": "grading",
     "SubmissionResult": "report", "render": "report", "for_student": "report",
     "template": "tools",
-    "Submission": "submission", "load_submission": "submission",
+    "Submission": "submission", "load_submission": "submission", "parse_submission": "submission",
 }
 
 

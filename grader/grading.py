@@ -36,7 +36,7 @@ from .assignment import FLOAT_KINDS, Assignment, normalize_student_id
 from .diagnose import Context, diagnose
 from .reference import Reference, bn_axes, layer_chain
 from .report import CarriedForward, CopyMatch, Diagnosis, QuestionResult, SubmissionResult, to_json
-from .submission import Answer, Submission, load_submission
+from .submission import Answer, Submission, load_submission, parse_submission
 
 REFERENCE_CACHE = 64
 MAX_UNKNOWN_WARNINGS = 20   # answers for unknown questions named one by one (with a did-you-mean)
@@ -145,9 +145,16 @@ class Grader:
         """Grade a submission file. Never raises for one submission: an unreadable file gives a result with
         `error` set (score 0), and a failure inside cnnspec one with `internal_error` set as well, so the other
         submissions of a batch are still graded and reported."""
-        label = printable(str(path))
+        return self._grade_read(printable(str(path)), lambda: load_submission(path), student_id)
+
+    def grade_bytes(self, data: bytes, name: str, student_id: Optional[str] = None) -> SubmissionResult:
+        """Grade an answers file's bytes (an upload; `name` gives the format and names it), as grade_file grades
+        that file; an answer naming another file (.npy) is refused: an upload is one file."""
+        return self._grade_read(printable(name), lambda: parse_submission(data, name), student_id)
+
+    def _grade_read(self, label: str, read, student_id: Optional[str]) -> SubmissionResult:
         try:
-            sub = load_submission(path)
+            sub = read()
         except DataError as exc:
             return self._error_result(label, student_id, str(exc))
         except Exception as exc:  # noqa: BLE001 - one submission must never spoil the batch

@@ -7,6 +7,7 @@ answer (Answer.error) so that every other answer is still graded.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import zipfile
@@ -104,17 +105,41 @@ def load_submission(path) -> Submission:
     return _from_mapping(doc.data, p, doc)
 
 
-def _read_json(p: Path) -> Any:
+def parse_submission(data: bytes, name: str) -> Submission:
+    """An answers file's bytes (an upload to the grading service) -> Submission, read exactly as
+    load_submission reads that file; `name`'s suffix picks the format, and messages name it. An upload is
+    one file: an answer that names a .npy file is refused (put the arrays in an .npz instead)."""
+    p = Path(name)
+    suffix = p.suffix.lower()
+    limit = MAX_NPZ_BYTES if suffix == ".npz" else MAX_TEXT_BYTES
+    if len(data) > limit:
+        raise DataError(f"{printable(name)}: larger than the limit of {limit:,} bytes")
+    if suffix == ".npz":
+        return _npz_submission(io.BytesIO(data), p)
+    if suffix == ".json":
+        return _from_mapping(_parse_json(data, printable(name)), p, None, base=None)
     try:
-        text = read_input(p, "submission", MAX_TEXT_BYTES).decode("utf-8-sig")
+        doc = yaml_io.loads(yaml_io.decode_text(data, printable(name), "submission"), printable(name))
+    except SpecError as exc:
+        raise DataError(str(exc)) from None
+    return _from_mapping(doc.data, p, doc, base=None)
+
+
+def _read_json(p: Path) -> Any:
+    return _parse_json(read_input(p, "submission", MAX_TEXT_BYTES), printable(str(p)))
+
+
+def _parse_json(raw: bytes, shown: str) -> Any:
+    try:
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise DataError(f"{printable(str(p))}: not UTF-8 text") from None
+        raise DataError(f"{shown}: not UTF-8 text") from None
 
     def no_duplicates(pairs):
         out = {}
         for k, v in pairs:
             if k in out:
-                raise DataError(f"{printable(str(p))}: duplicate key '{printable(k)}'; each question may be answered "
+                raise DataError(f"{shown}: duplicate key '{printable(k)}'; each question may be answered "
                                 "once")
             out[k] = v
         return out
@@ -122,9 +147,9 @@ def _read_json(p: Path) -> Any:
     try:
         return json.loads(text, object_pairs_hook=no_duplicates, parse_int=_json_int)
     except json.JSONDecodeError as exc:
-        raise DataError(f"{printable(str(p))}:{exc.lineno}:{exc.colno}: JSON syntax error: {exc.msg}") from None
+        raise DataError(f"{shown}:{exc.lineno}:{exc.colno}: JSON syntax error: {exc.msg}") from None
     except RecursionError:
-        raise DataError(f"{printable(str(p))}: nesting is too deep") from None
+        raise DataError(f"{shown}: nesting is too deep") from None
 
 
 def _json_int(text: str):
@@ -133,8 +158,10 @@ def _json_int(text: str):
     return int(text) if len(text.lstrip("-")) <= 19 else float(text)
 
 
-def _from_mapping(data: Any, p: Path, doc) -> Submission:
+def _from_mapping(data: Any, p: Path, doc, base: Optional[Path] = ...) -> Submission:
+    """base: the folder .npy answers are read from (default: the file's); None: none (an uploaded file)."""
     shown = printable(str(p))
+    base = p.parent if base is ... else base
     if not isinstance(data, dict):
         raise DataError(f"{shown}: a submission is a mapping of question ids to answers (e.g. 'q1: [98, 98, 6]'), "
                         f"got {type(data).__name__}")
@@ -156,12 +183,13 @@ def _from_mapping(data: Any, p: Path, doc) -> Submission:
             pos = doc.position((key,))
             if pos:
                 where = f"{shown}:{pos[0]}:{pos[1]}"
-        answers[printable(str(key))] = parse_answer(raw, p.parent, where)
+        answers[printable(str(key))] = parse_answer(raw, base, where)
     return Submission(shown, None if student is None else str(student), answers)
 
 
-def parse_answer(raw: Any, base: Path, where: str = "") -> Answer:
-    """A number, nested lists of numbers, or a path to a .npy file -> Answer (with .error on failure)."""
+def parse_answer(raw: Any, base: Optional[Path], where: str = "") -> Answer:
+    """A number, nested lists of numbers, or a path to a .npy file in `base` (None: no files) -> Answer (with
+    .error on failure)."""
     if raw is None:
         return Answer(raw=None, error="no answer given (the value is empty)", where=where, missing=True)
     ans = Answer(raw=raw, where=where)
@@ -174,7 +202,7 @@ def parse_answer(raw: Any, base: Path, where: str = "") -> Answer:
     return ans
 
 
-def _value(raw: Any, base: Path, ans: Answer) -> np.ndarray:
+def _value(raw: Any, base: Optional[Path], ans: Answer) -> np.ndarray:
     if raw is None:
         raise DataError("the answer is empty")
     if isinstance(raw, bool):
@@ -274,9 +302,12 @@ def _inside(base: Path, name: str, shown: str) -> Path:
     return full
 
 
-def _load_npy(base: Path, name: str) -> np.ndarray:
+def _load_npy(base: Optional[Path], name: str) -> np.ndarray:
     shown = printable(name if len(name) <= 80 else name[:60] + "..." + name[-8:])
     label = f"'{shown}'"
+    if base is None:
+        raise DataError(f"{label}: an uploaded answers file cannot name other files; put the arrays in an .npz "
+                        "(numpy.savez) or write them as lists")
     try:
         p = _inside(base, name, shown)
         if not p.exists():
@@ -310,20 +341,25 @@ def _numeric(a: np.ndarray, label: str) -> np.ndarray:
 
 
 def _load_npz(p: Path) -> Submission:
-    shown = printable(str(p))
     with open_input(p, "submission", MAX_NPZ_BYTES) as f:
-        try:
-            zf = zipfile.ZipFile(f)
-        except (zipfile.BadZipFile, OSError, EOFError, UnicodeDecodeError, ValueError) as exc:
-            f.seek(0)
-            if f.read(1) == b"\x80":
-                raise DataError(f"{shown}: is a Python pickle, not an .npz archive; pickles are refused (they can "
-                                "run code) - save answers with numpy.savez") from None
-            why = "member names are not UTF-8" if isinstance(exc, UnicodeDecodeError) else \
-                "save answers with numpy.savez(path, q1=..., q2=...)"
-            raise DataError(f"{shown}: not a readable .npz archive ({why})") from None
-        with zf:
-            return _npz_answers(zf, p, shown)
+        return _npz_submission(f, p)
+
+
+def _npz_submission(f, p: Path) -> Submission:
+    """An .npz archive open as the binary file f (named p in messages) -> Submission."""
+    shown = printable(str(p))
+    try:
+        zf = zipfile.ZipFile(f)
+    except (zipfile.BadZipFile, OSError, EOFError, UnicodeDecodeError, ValueError) as exc:
+        f.seek(0)
+        if f.read(1) == b"\x80":
+            raise DataError(f"{shown}: is a Python pickle, not an .npz archive; pickles are refused (they can "
+                            "run code) - save answers with numpy.savez") from None
+        why = "member names are not UTF-8" if isinstance(exc, UnicodeDecodeError) else \
+            "save answers with numpy.savez(path, q1=..., q2=...)"
+        raise DataError(f"{shown}: not a readable .npz archive ({why})") from None
+    with zf:
+        return _npz_answers(zf, p, shown)
 
 
 def _npz_answers(zf: zipfile.ZipFile, p: Path, shown: str) -> Submission:

@@ -454,3 +454,42 @@ def test_nonfinite_match_messages_have_no_nan_percentages():
         assert not c.ok and "nan%" not in c.message and "relative" not in c.message, c.message
     assert compare_float(np.array(float("nan")), float("nan"), tol, "match").ok
     assert not compare_float(np.array(float("nan")), float("nan"), tol, "reject").ok
+
+
+def _answers(sub):
+    return {k: (None if a.value is None else (a.value.dtype.str, repr(a.value.tolist())), a.error, a.notes, a.where,
+                a.missing) for k, a in sub.answers.items()}
+
+
+@pytest.mark.parametrize("path", sorted(p for p in (Path(__file__).parent / "grader_data").rglob("*")
+                                        if p.suffix in (".yaml", ".json", ".npz") and "assignment" not in p.name),
+                         ids=lambda p: p.name)
+def test_an_upload_is_read_exactly_as_the_same_file(path):
+    """parse_submission (the service's uploads) reads bytes as load_submission reads the file: same answers,
+    same errors, same notes and positions; only answers naming other files differ (an upload is one file)."""
+    from cnnspec.errors import DataError
+    from grader.submission import load_submission, parse_submission
+    try:
+        from_file = load_submission(path)
+    except DataError as exc:
+        with pytest.raises(DataError) as got:
+            parse_submission(path.read_bytes(), str(path))
+        assert str(got.value) == str(exc)
+        return
+    upload = parse_submission(path.read_bytes(), str(path))
+    assert upload.student_id == from_file.student_id and upload.path == from_file.path
+    names_files = {k for k, a in from_file.answers.items() if isinstance(a.raw, str) and a.raw.strip().endswith(".npy")}
+    want, got = _answers(from_file), _answers(upload)
+    assert {k: v for k, v in got.items() if k not in names_files} == {k: v for k, v in want.items()
+                                                                       if k not in names_files}
+    for k in names_files:
+        assert "cannot name other files" in upload.answers[k].error
+
+
+def test_an_upload_over_the_size_limit_or_naming_a_file_is_refused_clearly():
+    from cnnspec.errors import DataError
+    from grader.submission import MAX_TEXT_BYTES, parse_submission
+    with pytest.raises(DataError, match="larger than the limit"):
+        parse_submission(b"q1: 1\n" + b" " * MAX_TEXT_BYTES, "answers.yaml")
+    sub = parse_submission(b"q1: ../../etc/passwd.npy\nq2: [1, 2]\n", "answers.yaml")
+    assert "cannot name other files" in sub.answers["q1"].error and sub.answers["q2"].value.tolist() == [1, 2]

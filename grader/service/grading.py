@@ -22,10 +22,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -135,45 +133,6 @@ def safe_filename(name: str) -> str:
     return stem + suffix
 
 
-_scratch_root: Optional[str] = None
-_scratch_lock = threading.Lock()
-
-
-def _scratch() -> str:
-    """This process's private folder (0700) for answers being read, in memory (/dev/shm) where there is one:
-    creating and removing a file on a journaling disk costs milliseconds, in memory a tenth of one. Removed
-    at exit."""
-    global _scratch_root
-    with _scratch_lock:
-        if _scratch_root is None or not os.path.isdir(_scratch_root):
-            import atexit
-            shm = "/dev/shm"
-            where = shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
-            from .store import private_dir
-            try:
-                _scratch_root = private_dir("cnnspec-subs", where)
-            except OSError:
-                _scratch_root = private_dir("cnnspec-subs", None)
-            atexit.register(shutil.rmtree, _scratch_root, True)
-        return _scratch_root
-
-
-def _in_tempdir(filename: str, payload: bytes, work):
-    """Run work(path) on the payload written to a private file; messages name `filename`, not the temp path."""
-    tmp = os.path.join(_scratch(), uuid.uuid4().hex)
-    os.mkdir(tmp, 0o700)
-    path = Path(tmp) / safe_filename(filename)
-    try:
-        path.write_bytes(payload)
-        return work(path), str(path), tmp
-    finally:
-        try:
-            path.unlink()
-            os.rmdir(tmp)
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def student_key(session, submission: m.Submission) -> str:
     mem = session.scalar(select(m.Membership).join(m.Assignment, m.Assignment.course_id == m.Membership.course_id)
                          .where(m.Assignment.id == submission.assignment_id,
@@ -185,25 +144,19 @@ def student_key(session, submission: m.Submission) -> str:
 
 def grade_payload(lv: LoadedVersion, filename: str, payload: bytes, key: str, now: datetime):
     """-> (SubmissionResult (instructor view) as JSON, seconds)."""
-    import json
-
     started = time.perf_counter()
 
     # Per-student data: the roster's id picks the variant, whatever the file claims. Shared data: graded as
     # `cnnspec grade` would (the file's own student_id, no warning about it).
     sid = key if lv.assignment.has_variants else None
 
-    def work(path):
-        with lv.lock:
-            lv.grader.now = now
-            return lv.grader.grade_file(path, sid)
-
-    result, path, tmp = _in_tempdir(filename, payload, work)
     shown = safe_filename(filename)
+    with lv.lock:
+        lv.grader.now = now
+        result = lv.grader.grade_bytes(payload, shown, sid)
     doc = result.model_dump(mode="json")
     doc["submission"] = shown
-    text = json.dumps(doc).replace(json.dumps(path)[1:-1], shown).replace(json.dumps(tmp + os.sep)[1:-1], "")
-    return json.loads(text), time.perf_counter() - started
+    return doc, time.perf_counter() - started
 
 
 GradeFunction = Callable[..., tuple]   # grade_payload's signature
@@ -214,18 +167,10 @@ def check_format(lv: LoadedVersion, filename: str, payload: bytes) -> dict:
     from cnnspec.errors import DataError
     import grader
 
-    shown = safe_filename(filename)
-
-    def work(path):
-        try:
-            return grader.load_submission(path), None
-        except DataError as exc:
-            return None, str(exc)
-
-    (sub, error), path, tmp = _in_tempdir(filename, payload, work)
-    if error is not None:
-        return {"ok": False, "error": error.replace(path, shown).replace(tmp + os.sep, ""), "questions": [],
-                "unknown": []}
+    try:
+        sub = grader.parse_submission(payload, safe_filename(filename))
+    except DataError as exc:
+        return {"ok": False, "error": str(exc), "questions": [], "unknown": []}
     a = lv.assignment
     qs = []
     for q in a.questions:
@@ -234,8 +179,7 @@ def check_format(lv: LoadedVersion, filename: str, payload: bytes) -> dict:
             qs.append({"id": q.id, "status": "missing", "message": f"no answer for '{q.id}'"})
         elif ans.error is not None:
             msg = ans.error + (f" ({ans.where})" if ans.where else "")
-            qs.append({"id": q.id, "status": "missing" if ans.missing else "unreadable",
-                       "message": msg.replace(path, shown).replace(tmp + os.sep, "")})
+            qs.append({"id": q.id, "status": "missing" if ans.missing else "unreadable", "message": msg})
         else:
             qs.append({"id": q.id, "status": "readable", "message": "", "shape": list(ans.value.shape),
                        "notes": list(ans.notes)})
