@@ -493,3 +493,20 @@ def test_an_upload_over_the_size_limit_or_naming_a_file_is_refused_clearly():
         parse_submission(b"q1: 1\n" + b" " * MAX_TEXT_BYTES, "answers.yaml")
     sub = parse_submission(b"q1: ../../etc/passwd.npy\nq2: [1, 2]\n", "answers.yaml")
     assert "cannot name other files" in sub.answers["q1"].error and sub.answers["q2"].value.tolist() == [1, 2]
+
+
+def test_the_graders_isclose_is_numpys_isclose():
+    """grader.compare.isclose is numpy.isclose's formula without its argument handling: the same answer for
+    every pair, infinities, NaN, signed zeros, huge and tiny numbers included."""
+    from hypothesis import given, settings, strategies as st
+    from grader.compare import isclose
+    special = st.sampled_from([0.0, -0.0, np.inf, -np.inf, np.nan, 1e308, -1e308, 5e-324, 1.0, 1.0 + 1e-9])
+    number = st.one_of(special, st.floats(allow_nan=True, allow_infinity=True))
+    tol = st.sampled_from([0.0, 1e-12, 1e-6, 1e-3, 0.5, 1e300])
+
+    @settings(max_examples=400, deadline=None, derandomize=True)
+    @given(st.lists(st.tuples(number, number), min_size=1, max_size=8), tol, tol)
+    def check(pairs, rtol, atol):
+        a, e = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+        assert isclose(a, e, rtol, atol).tolist() == np.isclose(a, e, rtol=rtol, atol=atol).tolist()
+    check()
