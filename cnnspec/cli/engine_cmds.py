@@ -10,8 +10,8 @@ from pathlib import Path
 from ..errors import DataError
 from ..text import printable
 from .. import limits
-from .models import (WEIGHTS_HELP, WrappingHelpFormatter, add_max_memory, build_model, print_notes, sample_bytes,
-                     spec_warnings, weight_bytes)
+from .models import (WEIGHTS_HELP, WrappingHelpFormatter, add_max_memory, add_no_rewrite, build_model, print_notes,
+                     sample_bytes, spec_warnings, weight_bytes)
 
 
 def register(sub) -> None:
@@ -34,6 +34,7 @@ def register(sub) -> None:
     p.add_argument("--dtype", choices=("float32", "float64"), help="override the spec's dtype (default: the spec's)")
     p.add_argument("--dump", metavar="OUT.npz", help="write all arrays here (keys: output, loss, act/<layer>, "
                    "grad/<param>, grad/input, param/<name>, buffer/<name>, loss_history)")
+    add_no_rewrite(p)
     add_max_memory(p)
     p.set_defaults(func=run_run)
 
@@ -71,6 +72,7 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help='print one JSON object per epoch: {"epoch", "loss", '
                    '"accuracy", "val_loss", "val_accuracy"} (accuracy for classification losses, val_ with '
                    'validation data)')
+    add_no_rewrite(p)
     add_max_memory(p)
     p.set_defaults(func=run_train)
 
@@ -122,7 +124,8 @@ def _positive(value: int, flag: str, allow_zero: bool = False) -> int:
 
 
 def _model(args):
-    model, notes = build_model(args.spec, getattr(args, "dtype", None), args.weights, args.max_memory)
+    model, notes = build_model(args.spec, getattr(args, "dtype", None), args.weights, args.max_memory,
+                               rewrite=not getattr(args, "no_rewrite", False))
     print_notes(notes)
     return model
 

@@ -75,17 +75,24 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def add_no_rewrite(p) -> None:
+    p.add_argument("--no-rewrite", action="store_true",
+                   help="run one op per layer, without the engine's exact rewrites (a ReLU after its max pool, batch "
+                   "norm and ReLU in one op); every number is the same bit for bit, only slower: for comparison")
+
+
 def add_max_memory(p) -> None:
     p.add_argument("--max-memory", type=_size, default=None, metavar="SIZE", help=MAX_MEMORY_HELP)
 
 
-def build_model(spec_path, dtype=None, weights=None, max_memory=None):
+def build_model(spec_path, dtype=None, weights=None, max_memory=None, rewrite=True):
     """(model, notes): the compiled spec, with `weights` (an .npz of state_dict names) applied. A checkpoint
-    may hold only some parameters; the others keep their seeded values, and a note says which."""
+    may hold only some parameters; the others keep their seeded values, and a note says which.
+    rewrite=False: no exact rewrites (compile(rewrite=False)), for comparison."""
     from ..arrays import load_npz
     from ..model import compile as compile_model
 
-    model = compile_model(spec_path, dtype=dtype, max_memory=max_memory)
+    model = compile_model(spec_path, dtype=dtype, max_memory=max_memory, rewrite=rewrite)
     notes = []
     if weights:
         model._check_weights_memory()
