@@ -310,9 +310,12 @@ def render_json(results: list[SubmissionResult]) -> str:
 
 
 def _md(text: str) -> str:
-    """Text inside a Markdown table or paragraph: no HTML, no links or emphasis from the text, one line."""
+    """Text inside a Markdown table or paragraph: no HTML, no links or emphasis from the text, one line.
+    GitHub also turns bare URLs into links (https://..., www....): escaping every ':' and the '.' after 'www'
+    stops that (they still read the same; e-mail addresses stay links, as harmless as they are useful)."""
     text = html.escape(printable(str(text).replace("\n", " ")), quote=False)
-    return re.sub(r"([\\`*_\[\]|#!])", r"\\\1", text)
+    text = re.sub(r"([\\`*_\[\]|#!:])", r"\\\1", text)
+    return re.sub(r"(?i)\b(www)\.", r"\1\\.", text)
 
 
 def render_markdown(results: list[SubmissionResult]) -> str:

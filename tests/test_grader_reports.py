@@ -186,3 +186,26 @@ def test_gradescope_summary_counts_only_what_the_student_may_see(results):
     assert doc["output"].startswith(f"{results['classic_mistakes'].title}: {shown:g} / 13 points")
     assert "2 more points" in doc["output"]
     assert doc["score"] == results["classic_mistakes"].score       # Gradescope's own total: every question
+
+
+def test_markdown_with_hostile_text_renders_on_github_without_links_html_or_formatting(tmp_path):
+    """Rendered by cmark-gfm (GitHub's Markdown, with its autolinks): text a student controls (the file name,
+    student_id, unknown answer keys) makes no link, no HTML and no table of its own; e-mail addresses may."""
+    import re
+
+    cmarkgfm = pytest.importorskip("cmarkgfm")
+    hostile = ("https://evil.example/login www.evil.example WWW.Evil.Example ftp://x.y/z [click](https://e.vil) "
+               "<img src=x onerror=alert(1)> <a href='https://e.vil'>a</a> | col | **bold** _it_ `code` "
+               "![i](https://e.vil/i.png) a@b.co")
+    f = tmp_path / "answers.yaml"
+    f.write_text(json.dumps({"student_id": hostile, "conv1_shape": [98, 98, 6], hostile: 1}))
+    r = grader.Grader(grader.load_assignment(LECTURE), now=BEFORE_DUE).grade_file(f)
+    for audience in ("student", "instructor"):
+        html = cmarkgfm.github_flavored_markdown_to_html(render([r], "markdown", audience=audience))
+        assert hostile.split()[0] in html                     # the student's text is there, as text
+        links = re.findall(r"<a [^>]*>", html)
+        assert all('href="mailto:a@b.co"' in a for a in links), links
+        assert "<img" not in html and "<strong>bold" not in html and "<em>it" not in html, html
+        assert "<code>code" not in html and "onerror=alert(1)>" not in html
+        rows = [line for line in html.splitlines() if line.startswith("<tr>")]
+        assert all(row.count("<td") <= 4 for row in rows)    # no cells of its own in the questions table
