@@ -14,6 +14,15 @@ from .models import (WEIGHTS_HELP, WrappingHelpFormatter, add_max_memory, add_no
                      sample_bytes, spec_warnings, weight_bytes)
 
 
+BACKEND_HELP = ("numpy, the NumPy engine (default; the reference); or onnxruntime, the exported model in float32 "
+                "in onnxruntime, faster on large data sets (a float64 model runs in float32 there: the loss differs "
+                "by float32 rounding). See docs/cli.md, 'Backends for large evaluations'")
+
+
+def add_backend(p, what: str) -> None:
+    p.add_argument("--backend", choices=("numpy", "onnxruntime"), default="numpy", help=f"{what}: {BACKEND_HELP}")
+
+
 def register(sub) -> None:
     p = sub.add_parser("run", help="forward (and backward/SGD) on given arrays; dump every array",
                        formatter_class=WrappingHelpFormatter,
@@ -72,6 +81,7 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help='print one JSON object per epoch: {"epoch", "loss", '
                    '"accuracy", "val_loss", "val_accuracy"} (accuracy for classification losses, val_ with '
                    'validation data)')
+    add_backend(p, "where the validation after every epoch runs (training always runs in the NumPy engine)")
     add_no_rewrite(p)
     add_max_memory(p)
     p.set_defaults(func=run_train)
@@ -93,7 +103,9 @@ def register(sub) -> None:
                    help="samples per forward pass (changes the speed and memory, not the result)")
     p.add_argument("--dtype", choices=("float32", "float64"), help="override the spec's dtype (default: the spec's)")
     p.add_argument("--json", action="store_true", help='print one JSON object: {"spec", "data", "weights", '
-                   '"samples", "loss", "loss_type", "reduction", "accuracy", "correct", "labels", "confusion"}')
+                   '"backend", "samples", "loss", "loss_type", "reduction", "accuracy", "correct", "labels", '
+                   '"confusion"}')
+    add_backend(p, "where the forward passes run")
     add_max_memory(p)
     p.set_defaults(func=run_evaluate)
 
@@ -260,6 +272,10 @@ def run_train(args: argparse.Namespace) -> int:
         raise DataError("give --val-split or --val-data, not both")
     if args.val_split is not None and not 0 < args.val_split < 1:
         raise DataError(f"--val-split must be a fraction between 0 and 1 (e.g. 0.1), got {args.val_split:g}")
+    ort_validation = getattr(args, "backend", "numpy") == "onnxruntime"
+    if ort_validation and args.val_split is None and not args.val_data:
+        raise DataError("--backend onnxruntime runs the validation after every epoch; give --val-split or "
+                        "--val-data (training itself always runs in the NumPy engine)")
     model = _model(args)
     _print_warnings(model)
     if model.spec.loss is None:
@@ -287,6 +303,13 @@ def run_train(args: argparse.Namespace) -> int:
         data.append(("validation data (x and y)", xv.nbytes + yv.nbytes))
     model.check_memory(batch, advice="use a smaller --batch-size", train=True, backward=True, step=True,
                        given_input=batch * prod(x.shape[1:]) * x.itemsize, extra=data)
+    if ort_validation:  # the validation pass, with the training data still held
+        from .. import onnx_runtime
+        vbatch = min(args.batch_size, len(xv))
+        onnx_runtime.check_memory(model, vbatch, given_input=vbatch * prod(xv.shape[1:]) * xv.itemsize, extra=data)
+        if model.dtype != onnx_runtime.RUN_DTYPE:
+            print_notes([f"--backend onnxruntime validates this {model.dtype} model in float32 (onnxruntime's CPU "
+                         "provider has no float64 Conv): val_loss differs from --backend numpy's by float32 rounding"])
     rng = np.random.default_rng(model.spec.init.seed)
     history = TrainingHistory()
     batches = -(-n // args.batch_size)
@@ -338,7 +361,8 @@ def run_train(args: argparse.Namespace) -> int:
             if labels:
                 row["accuracy"] = correct / labels
             if xv is not None:
-                ev = model.evaluate(xv, yv, args.batch_size)
+                ev = (onnx_runtime.evaluate(model, xv, yv, args.batch_size) if ort_validation
+                      else model.evaluate(xv, yv, args.batch_size))
                 row["val_loss"] = ev.loss
                 if ev.accuracy is not None:
                     row["val_accuracy"] = ev.accuracy
@@ -397,19 +421,31 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print_notes(["no --weights and no `weights:` in the spec: evaluating the seeded initial parameters"])
     x, y = _load_xy(args.data, model, "data")
     batch = min(args.batch_size, len(x))
-    model.check_memory(batch, advice="use a smaller --batch-size", given_input=batch * prod(x.shape[1:]) * x.itemsize,
-                       extra=(("the data (x and y)", x.nbytes + y.nbytes),))
-    ev = model.evaluate(x, y, args.batch_size)
+    given, data = batch * prod(x.shape[1:]) * x.itemsize, (("the data (x and y)", x.nbytes + y.nbytes),)
+    backend = getattr(args, "backend", "numpy")
+    if backend == "onnxruntime":
+        from .. import onnx_runtime
+        onnx_runtime.check_memory(model, batch, given_input=given, extra=data)
+        if model.dtype != onnx_runtime.RUN_DTYPE:
+            print_notes([f"--backend onnxruntime runs this {model.dtype} model in float32 (onnxruntime's CPU "
+                         "provider has no float64 Conv): the loss differs from --backend numpy's by float32 "
+                         "rounding, and a prediction can change where two scores are that close"])
+        ev = onnx_runtime.evaluate(model, x, y, args.batch_size)
+    else:
+        model.check_memory(batch, advice="use a smaller --batch-size", given_input=given, extra=data)
+        ev = model.evaluate(x, y, args.batch_size)
     if not np.isfinite(ev.loss):
         print_notes([f"the loss is {ev.loss} (the outputs overflow): are these the weights of a diverged run?"])
     if args.json:
-        data = {"spec": str(args.spec), "data": str(args.data), "weights": args.weights, **ev.to_dict()}
+        data = {"spec": str(args.spec), "data": str(args.data), "weights": args.weights, "backend": backend,
+                **ev.to_dict()}
         if not np.isfinite(ev.loss):
             data["loss"] = None  # JSON has no NaN or Infinity
         print(json.dumps(data, indent=2))
         return 0
     lines = [f"evaluate {model.spec.name} on {_plural(ev.samples, 'sample')} of {args.data}"
-             + (f" with {args.weights}" if args.weights else ""),
+             + (f" with {args.weights}" if args.weights else "")
+             + (" in onnxruntime (float32)" if backend == "onnxruntime" else ""),
              f"loss ({ev.loss_type}, {ev.reduction}): {fmt_loss(ev.loss)}"]
     if ev.accuracy is not None:
         what = "samples" if ev.loss_type in ("cross_entropy", "multi_margin") else "labels"
