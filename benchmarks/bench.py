@@ -52,6 +52,10 @@ THREADS = 2
 MODELS = [("lecture_cnn", 10), ("lenet5", 64), ("bench_cnn", 32)]
 TASKS = [("forward", "float32"), ("forward", "float64"), ("train_step", "float32"), ("train_step", "float64")]
 PEERS = {"forward": ["onnxruntime", "torch"], "train_step": ["torch"]}
+# `cnnspec evaluate` on a data set of (spec, samples) in batches of EVAL_BATCH: the NumPy engine against
+# --backend onnxruntime (export and session included, as the command pays them): the fast path's speedup.
+EVALUATE = [("lecture_cnn", 200), ("lenet5", 5000), ("bench_cnn", 3000)]
+EVAL_BATCH = 256
 
 FULL = {"rounds": 21, "sessions": 3, "block": 0.4}
 QUICK = {"rounds": 10, "sessions": 2, "block": 0.2}
@@ -82,7 +86,8 @@ def _current_rss_mib() -> float:
 def make_step(runtime: str, spec_name: str, batch: int, task: str, dtype: str):
     """The call one option times: a forward or a training step of `spec_name`, on seeded data and the
     cnnspec model's seeded weights. runtime: cnnspec (also the baseline engine, which is cnnspec imported
-    from another folder), gemm_floor, onnxruntime or torch."""
+    from another folder), gemm_floor, onnxruntime or torch; for the task "evaluate" (Model.evaluate of
+    `batch` samples), cnnspec or cnnspec_onnxruntime (cnnspec.onnx_runtime.evaluate)."""
     import cnnspec  # before NumPy, so its OpenBLAS setting applies (see cnnspec/__init__.py)
     import numpy as np
     if runtime in ("cnnspec", "gemm_floor"):
@@ -94,6 +99,11 @@ def make_step(runtime: str, spec_name: str, batch: int, task: str, dtype: str):
     classes = model.shapes[model.output_name][0]
     y = rng.integers(0, classes, batch)
 
+    if task == "evaluate":
+        if runtime == "cnnspec":
+            return lambda: model.evaluate(x, y, EVAL_BATCH)
+        from cnnspec import onnx_runtime
+        return lambda: onnx_runtime.evaluate(model, x, y, EVAL_BATCH)
     if runtime == "cnnspec":
         return (lambda: model.forward(x)) if task == "forward" else (lambda: model.train_step(x, y))
     if runtime == "gemm_floor":
@@ -183,8 +193,8 @@ def serve(runtime: str, spec_name: str, batch: int, task: str, dtype: str, inp=s
     fn = make_step(runtime, spec_name, batch, task, dtype)
     before = _current_rss_mib()  # after imports, model and data: what follows is the computation's memory
     warm = []  # allocator pools, BLAS threads, onnxruntime arenas: 3 calls and at least half a second
-    t0 = time.perf_counter()
-    while len(warm) < 3 or time.perf_counter() - t0 < 0.5:
+    t0, least = time.perf_counter(), 1 if task == "evaluate" else 3
+    while len(warm) < least or time.perf_counter() - t0 < 0.5:
         warm += time_block(fn, 1)["times_ms"]
     send({"ready": True, "call_ms": statistics.median(warm[len(warm) // 2:]), "pid": os.getpid()})
     for line in inp:
@@ -267,6 +277,7 @@ class Worker:
 
     def __init__(self, option: Option, spec_name: str, batch: int, task: str, dtype: str):
         self.option = option
+        self.least = 1 if task == "evaluate" else 3  # a whole data set per call: one is a block
         env = {**os.environ, "OPENBLAS_NUM_THREADS": str(THREADS), "OMP_NUM_THREADS": str(THREADS),
                "MKL_NUM_THREADS": str(THREADS), "CNNSPEC_NUM_THREADS": str(THREADS),
                "PYTHONPATH": option.pythonpath}
@@ -294,9 +305,9 @@ class Worker:
         self.calibrate(self._read()["call_ms"], block_seconds)
 
     def calibrate(self, call_ms: float, block_seconds: float) -> None:
-        """Calls per block: about block_seconds of them, at least 3."""
+        """Calls per block: about block_seconds of them, at least 3 (1 for a whole data set)."""
         self.call_ms = call_ms
-        self.calls = max(3, min(5000, round(block_seconds * 1000 / max(call_ms, 1e-3))))
+        self.calls = max(self.least, min(5000, round(block_seconds * 1000 / max(call_ms, 1e-3))))
 
     def block(self) -> dict:
         self._send({"calls": self.calls})
@@ -439,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a round is busy when other processes used more than this share of the machine's "
                         f"CPU during one of its blocks (default {BUSY_SHARE})")
     parser.add_argument("--models", nargs="+", choices=[m for m, _ in MODELS], help="only these models")
-    parser.add_argument("--tasks", nargs="+", choices=sorted({t for t, _ in TASKS}), help="only these tasks")
+    parser.add_argument("--tasks", nargs="+", choices=sorted({t for t, _ in TASKS} | {"evaluate"}),
+                        help="only these tasks (evaluate: `cnnspec evaluate` with --backend numpy against onnxruntime)")
     parser.add_argument("--dtypes", nargs="+", choices=["float32", "float64"], help="only these dtypes")
     parser.add_argument("--baseline", metavar="REV", help="also time cnnspec of this git commit (paired, as "
                         "another option of every comparison): the 'no slower than before' rows")
@@ -485,6 +497,20 @@ def main(argv: list[str] | None = None) -> int:
                                         sessions)
                 raw.append({"model": spec_name, "batch": batch, "task": task, "dtype": dtype, **result})
                 for row in summarize(result, spec_name, batch, task, dtype, these, result["wanted"]):
+                    rows.append(row)
+                    print(row_line(row), flush=True)
+        for spec_name, samples in EVALUATE:
+            if (args.models and spec_name not in args.models) or (args.tasks and "evaluate" not in args.tasks):
+                continue
+            for dtype in ("float32", "float64"):
+                if args.dtypes and dtype not in args.dtypes:
+                    continue
+                options = [Option("cnnspec", "cnnspec", here), Option("onnxruntime", "cnnspec_onnxruntime", here)]
+                result = run_comparison(options, spec_name, samples, "evaluate", dtype, rounds, block, rng,
+                                        args.busy, sessions)
+                raw.append({"model": spec_name, "batch": samples, "task": "evaluate", "dtype": dtype, **result})
+                for row in summarize(result, spec_name, samples, "evaluate", dtype, ["onnxruntime"],
+                                     result["wanted"]):
                     rows.append(row)
                     print(row_line(row), flush=True)
     finally:
@@ -590,6 +616,8 @@ def markdown(rows, meta) -> str:
         "|---|---:|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for r in rows:
+        if r["task"] == "evaluate":
+            continue
         head = f"| {r['model']} | {r['batch']} | {r['task']} | {r['dtype']} | {r['peer']} |"
         if not r["reliable"]:
             lines.append(f"{head} | | machine busy | | | {r['quiet']} of {r['rounds']} | | |")
@@ -598,6 +626,23 @@ def markdown(rows, meta) -> str:
         lines.append(f"{head} {_cell(r['cnnspec_ms'])} | {_cell(r['peer_ms'])} | **{s['median']:.2f}** | "
                      f"{fmt_spread(s)} | {_cell(f['median'] if f['n'] else None)} | {r['quiet']} of {r['rounds']} | "
                      f"{_cell(r['cnnspec_peak_mib'], '{:.1f}')} | {_cell(r['peer_peak_mib'], '{:.1f}')} |")
+    evaluations = [r for r in rows if r["task"] == "evaluate"]
+    if evaluations:
+        lines += ["", f"`cnnspec evaluate` on a data set, in batches of {EVAL_BATCH}: the NumPy engine (`--backend "
+                  "numpy`) against `--backend onnxruntime` (the float32 export in onnxruntime; exporting and "
+                  "creating the session included, as the command pays them; a float64 model runs in float32 "
+                  "there). **speedup = NumPy engine time / onnxruntime time**, paired within rounds like the ratios "
+                  "above.", "",
+                  "| model | samples | dtype | NumPy engine ms | onnxruntime ms | speedup | spread: IQR (min–max) "
+                  "| quiet rounds |", "|---|---:|---|---:|---:|---:|---|---:|"]
+        for r in evaluations:
+            head = f"| {r['model']} | {r['batch']} | {r['dtype']} |"
+            if not r["reliable"]:
+                lines.append(f"{head} | | machine busy | | {r['quiet']} of {r['rounds']} |")
+                continue
+            s = r["ratio"]
+            lines.append(f"{head} {_cell(r['cnnspec_ms'], '{:.0f}')} | {_cell(r['peer_ms'], '{:.0f}')} | "
+                         f"**{s['median']:.1f}x** | {fmt_spread(s)} | {r['quiet']} of {r['rounds']} |")
     return "\n".join(lines)
 
 

@@ -3,7 +3,8 @@
     python benchmarks/profile_ops.py                          # bench-cnn, float64 training step
     python benchmarks/profile_ops.py specs/lenet5.yaml --batch 64 --dtype float32 --task forward
 
-Each op's forward and backward are wrapped with a timer (the whole call, including its threads); "other"
+Each op's forward and backward are wrapped with a timer (the whole call, including its threads), the fused
+ops of the exact rewrites (cnnspec/rewrite.py) under their own names (batchnorm_relu, maxpool_relu); "other"
 is the rest of the step (loss, SGD, the model's bookkeeping). Times are means over the timed runs after
 3 warm-ups, with freed memory kept as the CLI does; threads as in the engine (CNNSPEC_NUM_THREADS, else
 OMP_NUM_THREADS, else every CPU).
@@ -18,6 +19,7 @@ import cnnspec  # before NumPy, so its OpenBLAS setting applies
 import numpy as np
 from cnnspec.memory import keep_freed_memory
 from cnnspec.ops import OPS
+from cnnspec.ops.fused import FUSED
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,10 +51,11 @@ def main(argv: list[str] | None = None) -> None:
                 times[key] = times.get(key, 0.0) + time.perf_counter() - t0
         return wrapper
 
-    originals = dict(OPS)
-    for name, op in originals.items():
-        OPS[name] = type(op)(op.name, timed((name, "forward"), op.forward), timed((name, "backward"), op.backward),
-                             op.n_inputs, op.skips_dx)
+    originals = {table_name: dict(table) for table_name, table in (("OPS", OPS), ("FUSED", FUSED))}
+    for table_name, table in (("OPS", OPS), ("FUSED", FUSED)):
+        for name, op in originals[table_name].items():
+            table[name] = type(op)(op.name, timed((name, "forward"), op.forward),
+                                   timed((name, "backward"), op.backward), op.n_inputs, op.skips_dx)
     try:
         for _ in range(3):
             step()
@@ -62,7 +65,8 @@ def main(argv: list[str] | None = None) -> None:
             step()
         total = (time.perf_counter() - t0) / args.repeats * 1000
     finally:
-        OPS.update(originals)
+        OPS.update(originals["OPS"])
+        FUSED.update(originals["FUSED"])
 
     print(f"{Path(args.spec).stem}, batch {args.batch}, {args.dtype} {args.task}: {total:.2f} ms per step")
     for (name, direction), seconds in sorted(times.items(), key=lambda kv: -kv[1]):

@@ -27,6 +27,13 @@ def test_steps_run(runtime, task):
     assert block["cpu_s"] >= 0 and block["wall_s"] > 0
 
 
+@pytest.mark.parametrize("runtime", ["cnnspec", "cnnspec_onnxruntime"])
+def test_evaluate_steps_run(runtime):
+    """The fast path's comparison: `cnnspec evaluate` with either backend on a data set."""
+    fn = bench.make_step(runtime, "lenet5", 20, "evaluate", "float32")
+    assert fn().samples == 20
+
+
 def test_the_gemm_floor_keeps_freed_memory_like_cnnspec(monkeypatch):
     """The floor is cnnspec's own: its worker runs with cnnspec's allocator setting, PyTorch's does not."""
     import cnnspec.memory
@@ -123,6 +130,20 @@ def test_summarize_marks_a_busy_comparison():
     assert "not measured: the machine was busy" in table
 
 
+def test_markdown_puts_the_evaluate_speedups_in_their_own_table():
+    rows = bench.summarize({"rounds": _rounds([1.0, 1.0]), "peak_mib": {}}, "bench_cnn", 32, "train_step",
+                           "float64", ["torch"], 2)
+    fast = [{"busy": False, "ms": {"cnnspec": 1000.0 * f, "onnxruntime": 250.0 * f}} for f in (1.0, 1.2, 0.9)]
+    rows += bench.summarize({"rounds": fast, "peak_mib": {}}, "bench_cnn", 3000, "evaluate", "float32",
+                            ["onnxruntime"], 3)
+    table = bench.markdown(rows, {"rounds": 2, "sessions": 1, "block": 0.4, "busy": 0.1, "baseline": None,
+                                  "minutes": 1.0, "dropped": 0, "total": 5})
+    main, speedups = table.split("`cnnspec evaluate` on a data set")
+    assert "| bench_cnn | 32 | train_step | float64 | torch | 9.00 | 10.00 | **0.90** |" in main
+    assert "evaluate" not in main.split("| model |")[1]
+    assert "| bench_cnn | 3000 | float32 | 1000 | 250 | **4.0x** |" in speedups
+
+
 def test_run_comparison_drops_rounds_the_machine_was_busy_in(monkeypatch):
     """The driver end to end with real workers on a tiny batch; /proc/stat is faked so that other processes
     take the whole machine during every fifth block."""
@@ -191,13 +212,18 @@ def test_the_doc_has_the_markers_and_other_sections_outside_them():
 
 
 def test_profile_ops_prints_every_op_of_the_step(capsys):
+    """Every op of the model's plan (fused ops of the exact rewrites included) gets its forward and backward."""
+    import cnnspec
     import profile_ops
     from cnnspec.ops import OPS
-    before = dict(OPS)
+    from cnnspec.ops.fused import FUSED
+    before, fused_before = dict(OPS), dict(FUSED)
     profile_ops.main(["--batch", "4", "--repeats", "1"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("bench_cnn, batch 4, float64 train_step:")
     timed = {tuple(line.split()[:2]) for line in lines[1:]}
-    for op in ("conv2d", "batchnorm", "relu", "maxpool", "flatten", "dense"):
-        assert {(op, "forward"), (op, "backward")} <= timed
-    assert OPS == before  # the timers are taken off again
+    plan = {step.type for step in cnnspec.compile(ROOT / "specs" / "bench_cnn.yaml").plan.steps}
+    assert {"conv2d", "dense", "flatten"} <= plan
+    for op in plan:
+        assert {(op, "forward"), (op, "backward")} <= timed, op
+    assert OPS == before and FUSED == fused_before  # the timers are taken off again
