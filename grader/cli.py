@@ -276,19 +276,22 @@ def run_template(args: argparse.Namespace) -> int:
     text, arrays = template(a, args.student, Path(args.output) if args.output else None)
     if arrays and not args.output:
         raise DataError("this template has large data arrays, written as .npy files next to it: give -o FILE")
-    import numpy as np
+    if arrays:   # the template and its data files are written together, or none of them (write_files)
+        import io
 
-    from cnnspec.files import atomic_write
+        import numpy as np
 
-    def saver(arr):
-        def write(tmp):
-            with open(tmp, "wb") as f:
-                np.save(f, arr)
-        return write
+        from cnnspec.files import check_outputs, write_files
 
-    for path, array in arrays.items():
-        atomic_write(path, saver(array))
-    _emit(args, text)
+        check_outputs({"-o": args.output, **{f"data file {p.name}": p for p in arrays}})
+        files = {}
+        for path, array in arrays.items():
+            buf = io.BytesIO()
+            np.save(buf, array)
+            files[path] = buf.getvalue()
+        write_files({**files, Path(args.output): text})
+    else:
+        _emit(args, text)
     if args.output:
         extra = f" and {len(arrays)} data file{'s' if len(arrays) != 1 else ''} next to it" if arrays else ""
         print(f"wrote the answer template {printable(args.output)}{extra}{_whose(a, args.student)}", file=sys.stderr)

@@ -531,3 +531,22 @@ questions:
     code, out_text, err = run(capsys, "assignment", "check", unpacked / "assignment" / "assignment.yaml")
     assert code == 0, out_text + err
     assert "1e5" in out_text and not (tmp_path / "PWNED").exists()
+
+
+def test_a_template_with_data_files_writes_all_of_them_or_none(capsys, tmp_path, monkeypatch):
+    import grader.tools
+    monkeypatch.setattr(grader.tools, "INLINE_DATA_LIMIT", 1)       # every array goes to a .npy file
+    code, _, err = run(capsys, "assignment", "template", BN, "--student", "s42", "-o", tmp_path / "t.yaml")
+    data = grader.load_assignment(BN).variant("s42").data
+    written = sorted(p.name for p in tmp_path.glob("t.*.npy"))
+    assert code == 0 and written and "data files next to it" in err
+    for name in written:
+        key = name[2:-4]
+        np.testing.assert_array_equal(np.load(tmp_path / name), data[key])
+        assert f"numpy.load('{name}')" in (tmp_path / "t.yaml").read_text()
+    # -o refused (a folder): nothing at all is written, no data file left behind.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "u.yaml").mkdir()
+    code, _, err = run(capsys, "assignment", "template", BN, "--student", "s42", "-o", other / "u.yaml")
+    assert code == 2 and list(other.iterdir()) == [other / "u.yaml"], err
