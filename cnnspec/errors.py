@@ -204,7 +204,7 @@ class SpecError(CnnspecError):
         assert problems, "SpecError needs at least one problem"
         self.problems = sorted(problems, key=lambda p: (p.line or 0, p.col or 0))
         self.count = max(count or 0, len(self.problems))  # problems in all, shown or not
-        self.filename = filename
+        self.filename = _printable(str(filename))  # a file name can print no escape and no fake line
         self.source = source
         super().__init__(self._render())
 

@@ -385,3 +385,25 @@ def test_the_reference_cache_measures_each_reference_once(monkeypatch):
         g.reference(f"s{i}")
         g.reference(f"s{i}")  # a hit
     assert calls["n"] <= 200 and len(g._refs) == 200
+
+
+@pytest.mark.parametrize("argv", [
+    ["check", "{p}"],                                     # a missing spec
+    ["grade", "specs/assignments/lecture.yaml", "{p}"],  # a student's file name in a batch
+    ["run", "specs/lenet5.yaml", "--input", "{p}"],       # a data file
+    ["assignment", "check", "{p}", "write"],              # a YAML error in a file of that name
+])
+def test_paths_in_error_messages_never_reach_the_terminal_raw(capsys, tmp_path, argv):
+    """A file name with a terminal escape, a newline or a bidi override, in any error message of any command."""
+    root = Path(__file__).resolve().parents[1]
+    evil = tmp_path / "x\x1b[2J\x1b]0;owned\x07\nPASS fake line\u202e.yaml"
+    if argv[-1] == "write":
+        argv = argv[:-1]
+        evil.write_text("a: b: c\n")
+    args = [a.format(p=evil) if "{p}" in a else (str(root / a) if a.startswith("specs/") else a) for a in argv]
+    code = main(args)
+    out, err = capsys.readouterr()
+    assert code in (1, 2), err
+    text = out + err
+    assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
+    assert "\nPASS fake line" not in text and "\\x1b[2J" in text

@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         with track_inputs():  # no output of a command may replace one of its inputs
             return int(args.func(args) or 0)
     except CnnspecError as exc:
-        print(str(exc), file=sys.stderr)
+        # Line by line through printable: a path or name in the message (a student's file name in a batch,
+        # say) can never print a terminal escape or a fake line, whichever code raised it.
+        print("\n".join(printable(line) for line in str(exc).split("\n")), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
