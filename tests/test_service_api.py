@@ -315,11 +315,8 @@ def test_gradebook_formats_sections_and_stats(world):
     assert st["graded"] == 2 and conv["diagnoses"].get("no_plus_one") == 1 and conv["full_points"] == 1
 
 
-def test_regrade_preview_then_apply_appends_grades(world, tmp_path):
-    w = world
-    a = w.submit("alice", SLIPS.read_bytes(), key="a").json()
-    b = w.submit("bob", solution_bytes(), key="b").json()
-    # Version 2: the notes' 97 is accepted too? No - give conv1_shape 4 points instead of 2.
+def upload_version_2(w, tmp_path):
+    """Version 2 of the lecture assignment: conv1_shape is worth 4 points instead of 2 (not yet current)."""
     import shutil
     root = tmp_path / "v2"
     shutil.copytree(LECTURE.parent.parent, root, ignore=shutil.ignore_patterns("*.onnx"))
@@ -327,6 +324,13 @@ def test_regrade_preview_then_apply_appends_grades(world, tmp_path):
     main.write_text(main.read_text().replace("    points: 2\n", "    points: 4\n", 1))
     r = upload(w, main, assignment_id=w.assignment_id)
     assert r.status_code == 201 and r.json()["number"] == 2 and r.json()["current"] is False, r.text
+
+
+def test_regrade_preview_then_apply_appends_grades(world, tmp_path):
+    w = world
+    a = w.submit("alice", SLIPS.read_bytes(), key="a").json()
+    b = w.submit("bob", solution_bytes(), key="b").json()
+    upload_version_2(w, tmp_path)
     r = w.client.post(url(w, "/versions/2/regrade"), headers=w.h("prof"), json={"apply": False})
     pv = r.json()
     assert r.status_code == 200 and pv["complete"] and pv["graded"] == pv["submissions"] == 2, pv
@@ -504,17 +508,15 @@ def test_a_large_regrade_preview_is_computed_by_jobs_and_counts_only_once_applie
     monkeypatch.setattr(assignments, "PREVIEW_IN_REQUEST", 1)
     a = w.submit("alice", SLIPS.read_bytes(), key="a").json()
     b = w.submit("bob", solution_bytes(), key="b").json()
-    import shutil
-    root = tmp_path / "v2"
-    shutil.copytree(LECTURE.parent.parent, root, ignore=shutil.ignore_patterns("*.onnx"))
-    main = root / "assignments" / "lecture.yaml"
-    main.write_text(main.read_text().replace("    points: 2\n", "    points: 4\n", 1))
-    assert upload(w, main, assignment_id=w.assignment_id).status_code == 201
+    upload_version_2(w, tmp_path)
 
     def bobs_row():
         rows = w.client.get(url(w, "/gradebook"), headers=w.h("prof")).json()["rows"]
         return next(row for row in rows if row["user_id"] == w.users["bob"])
-    before = bobs_row()
+    def latency_count():
+        return next(line for line in w.client.get("/metrics").text.splitlines()
+                    if line.startswith("cnnspec_grading_latency_seconds_count"))
+    before, counted = bobs_row(), latency_count()
     r = w.client.post(url(w, "/versions/2/regrade"), headers=w.h("prof"), json={"apply": False})
     assert r.status_code == 202 and r.json()["complete"] is False and r.json()["changes"] is None, r.text
     progress = w.client.get(r.json()["links"]["self"], headers=w.h("prof")).json()
@@ -523,6 +525,7 @@ def test_a_large_regrade_preview_is_computed_by_jobs_and_counts_only_once_applie
     w.drain()
     done = w.client.get(r.json()["links"]["self"], headers=w.h("prof")).json()
     assert done["complete"] and [c["new_score"] - c["old_score"] for c in done["changes"]] == [2]
+    assert latency_count() == counted                          # the preview's grades are no students' grades
     # Not applied: bob's feedback and the gradebook still show version 1's score.
     fb = w.client.get(f"/api/v1/submissions/{b['id']}", headers=w.h("bob")).json()["feedback"]
     assert fb["version"] == 1 and fb["score"] == b["feedback"]["score"]
