@@ -367,3 +367,56 @@ def test_deferred_activations_in_hwc_layout():
     model = cnnspec.compile(loads_spec(text))
     model.forward(x)
     assert model.activations["relu1"].shape == (2, 30, 30, 32)
+
+
+# ------------------------------------------------------------------ memory: the estimate still bounds the peak
+
+KERNEL_ONE_POOL = """
+cnnspec: 1
+name: kernel-one-pool
+input: {shape: [3, 8, 8]}
+layers:
+  - {name: conv, type: conv2d, filters: 8, kernel: 3, padding: 1}
+  - {name: bn, type: batchnorm}
+  - {name: act, type: relu}
+  - {name: pool, type: maxpool, kernel: 1}
+  - {name: act2, type: relu, inputs: [pool]}
+  - {name: pool2, type: maxpool, kernel: 2, padding: 1}
+  - {name: flatten, type: flatten}
+  - {name: fc, type: dense, units: 3}
+loss: {type: cross_entropy}
+optimizer: {type: sgd, lr: 0.1, momentum: 0.9}
+"""
+
+
+@pytest.mark.parametrize("name, batch, dtype", [
+    ("bench_cnn", 8, "float64"), ("resnet_basic_block", 4, "float64"), ("vgg_blocks", 2, "float32"),
+    ("kernel_one_pool", 16, "float64"),
+])
+def test_estimate_bounds_the_rewritten_peak_with_every_activation_read(name, batch, dtype):
+    """limits.estimate counts every layer's output and one op per layer; a rewritten plan must stay under it
+    even when the deferred activations are all computed before the backward pass."""
+    import gc
+    import tracemalloc
+    spec = loads_spec(KERNEL_ONE_POOL) if name == "kernel_one_pool" else cnnspec.load_spec(ROOT / "specs" /
+                                                                                           f"{name}.yaml")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, *spec.input.shape)).astype(dtype)
+    classes = spec.graph.nodes[spec.graph.output].shape[0]
+    y = rng.integers(0, classes, batch)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        model = cnnspec.compile(spec, dtype=dtype)
+        assert model.plan.deferred
+        for _ in range(2):
+            out = model.forward(x, train=True)
+            dict(model.activations)  # every deferred activation computed, and kept
+            model.loss(out, y)
+            model.backward()
+            model.step()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    estimate = model.memory_estimate(batch, train=True, backward=True, step=True).total
+    assert peak <= estimate, (peak, estimate)

@@ -13,7 +13,7 @@ import numpy as np
 from . import parallel
 from .batchnorm import backward as _bn_backward, forward as _bn_forward, output_from_cache
 from .op import Op
-from .pooling import _maxpool_backward, _maxpool_forward
+from .pooling import _argmax, _maxpool_forward, _scatter
 
 
 def _maxpool_relu_forward(attrs, xs, params, buffers, train, rng):
@@ -25,10 +25,21 @@ def _maxpool_relu_forward(attrs, xs, params, buffers, train, rng):
 
 
 def _maxpool_relu_backward(attrs, dout, cache):
-    """relu's backward (ops/activations.py: dout * (out != 0)) on the pooled shape, then maxpool's."""
+    """relu's backward then maxpool's, in maxpool's one pass: a window whose relu output is 0 gets an argmax
+    that is no offset, so maxpool's dout * (argmax == k) is dout * 0 at each of its values.
+
+    That is bit for bit relu's dout * (out != 0) followed by maxpool's * (argmax == k): multiplying by two
+    factors in {0, 1} one after the other gives dout when both are 1, and dout * 0 otherwise (dout * 0 * 0
+    and dout * 0 * 1 are dout * 0, the same signed zero or NaN), which is what one factor, their product,
+    gives."""
     pool_cache, out = cache
-    g = parallel.elementwise(lambda d, g_, o: np.multiply(g_, o != 0, out=d), np.empty_like(out), dout, out)
-    return _maxpool_backward(attrs, g, pool_cache)
+    argmax, x_shape = _argmax(attrs, pool_cache)
+    kernel = attrs["kernel"]
+    none = kernel[0] * kernel[1]  # no window offset has this index
+    index = argmax if none <= np.iinfo(argmax.dtype).max else argmax.astype(np.int32)
+    keep = parallel.batch_last(out) != 0
+    masked = np.where(keep, index, np.array(none, index.dtype))
+    return [_scatter(attrs, dout, masked, x_shape)], {}
 
 
 def _batchnorm_relu_forward(attrs, xs, params, buffers, train, rng):

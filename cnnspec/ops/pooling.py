@@ -103,13 +103,23 @@ def _maxpool_forward(attrs, xs, params, buffers, train, rng):
     return out, ("train", argmax, x.shape), {}
 
 
-def _maxpool_backward(attrs, dout, cache):
-    """dout: (N, C, OH, OW) -> dx: (N, C, H, W); each window's gradient goes to its first maximum."""
+def _argmax(attrs, cache) -> tuple[np.ndarray, tuple[int, ...]]:
+    """(argmax (C, OH, OW, N), x's shape) of a forward's cache; recomputed from x after an eval forward."""
     if cache[0] == "eval":
         x = cache[1]
-        argmax, x_shape = _maxpool(attrs, x, with_argmax=True)[1], x.shape
-    else:
-        _, argmax, x_shape = cache
+        return _maxpool(attrs, x, with_argmax=True)[1], x.shape
+    return cache[1], cache[2]
+
+
+def _maxpool_backward(attrs, dout, cache):
+    """dout: (N, C, OH, OW) -> dx: (N, C, H, W); each window's gradient goes to its first maximum."""
+    argmax, x_shape = _argmax(attrs, cache)
+    return [_scatter(attrs, dout, argmax, x_shape)], {}
+
+
+def _scatter(attrs, dout, argmax, x_shape) -> np.ndarray:
+    """dx (N, C, H, W), batch-last: dout * (argmax == k) at every window's offset k (an argmax that is no
+    offset, as ops/fused.maxpool_relu makes, sends nothing)."""
     kernel, stride, _, dilation, out_hw, reach = _geometry(attrs, x_shape[2:])
     N, C, H, W = x_shape
     tp_shape = (C, reach[0] + H + reach[2], reach[1] + W + reach[3], N)
@@ -132,7 +142,7 @@ def _maxpool_backward(attrs, dout, cache):
                 target += g * (a == k)
 
     parallel.run(scatter, C, dtp.size)
-    return [batch_first(unpad_grad(dtp, (H, W), reach, "zeros"))], {}
+    return batch_first(unpad_grad(dtp, (H, W), reach, "zeros"))
 
 
 # ---------------------------------------------------------------- average pool
