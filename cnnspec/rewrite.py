@@ -23,9 +23,9 @@ Shape = tuple[int, ...]
 
 @dataclass(frozen=True)
 class Step:
-    """One op call of the plan. `name` is the value it produces: a layer's name, or '<layer>:<what>' for a
-    value no layer names (layer names cannot contain ':'). `type` is an OPS name or an ops/fused.py name;
-    `layer` owns the parameters and buffers (`params`, `buffers`: local names) the op reads."""
+    """One op call of the plan. `name` is the value it produces (a layer's name: a fused step produces its
+    last layer's output), `type` an OPS name or an ops/fused.py name, `layer` the layer whose parameters and
+    buffers (`params`, `buffers`: local names) the op reads and updates."""
 
     name: str
     type: str
@@ -39,19 +39,34 @@ class Step:
 
 @dataclass(frozen=True)
 class Deferred:
-    """How to compute a layer's activation the plan does not keep: compute(value, caches) -> the array in
-    internal layout, where value(name) gives a value of the plan (a step's output, the input, or another
-    deferred activation) and caches maps step names to the caches their forward returned."""
+    """How to compute a layer's activation the plan does not keep, from `source`: with kind "op", the layer's
+    own op (`op`, `attrs`) applied to the value named `source`; with kind "batchnorm_output", the batch norm
+    output inside the fused step named `source` (recomputed from its cache)."""
 
-    compute: Callable[[Callable[[str], Any], dict[str, Any]], Any]
+    kind: str
+    source: str
     reason: str
+    op: str = ""
+    attrs: dict = field(default_factory=dict)
+
+    def compute(self, value: Callable[[str], Any], caches: dict[str, Any]):
+        """The activation in internal layout. value(name) gives a value of the plan (a step's output, the
+        input, or another deferred activation); caches maps step names to their forward's caches."""
+        if self.kind == "op":
+            from .ops import OPS
+            return OPS[self.op].forward(self.attrs, [value(self.source)], {}, {}, False, None)[0]
+        from .ops.fused import batchnorm_output
+        return batchnorm_output(caches[self.source])
 
 
 @dataclass
 class Plan:
+    """What a Model runs: `steps` in order; `deferred` layers (not computed by any step) by name; `applied`,
+    one line per rewrite made (empty for rewrite=False)."""
+
     steps: list[Step]
     deferred: dict[str, Deferred] = field(default_factory=dict)
-    applied: list[str] = field(default_factory=list)  # one line per rewrite made: "relu1 after pool1 (...)"
+    applied: list[str] = field(default_factory=list)
 
 
 def plain(graph: Graph) -> Plan:
@@ -109,11 +124,12 @@ def relu_after_maxpool(plan: Plan, graph: Graph) -> None:
       (c) no NaN, max <= 0: relu(x_i) = +0.0 for all i, so the unrewritten pool returns +0.0, and relu of the
           rewritten maximum (<= 0) is +0.0 too. The positions may differ (the first +0.0 against the
           first maximum of x), but relu's mask is 0 everywhere in the window in either order.
-    In both orders each input value's gradient is dout_w times two factors in {0, 1} (the argmax test and
-    relu's mask; multiplying by 1 is exact, and by 0 gives the same signed zero, or NaN for a non-finite
-    dout, whichever comes first), and the cases show their products agree at every position. Values in no
-    window get 0 in both. Overlapping windows are left alone: there an element's gradient is a sum, and in
-    case (c) the sign of a zero sum could differ.
+    In both orders each input value's gradient is dout_w times two factors in {0, 1}, the argmax test and
+    relu's mask: that is dout_w when both are 1 and dout_w * 0 otherwise (multiplying by 1 is exact, and
+    dout_w * 0 * 0 = dout_w * 0, the same signed zero, or NaN for a non-finite dout_w), and the cases show
+    the products agree at every position. Values in no window get 0 in both. Overlapping windows are left
+    alone: there a value's gradient is a sum over windows, and in case (c) the sign of a zero sum could
+    differ (tests/test_rewrite.py shows one).
     """
     i = 0
     while i < len(plan.steps):
@@ -126,8 +142,8 @@ def relu_after_maxpool(plan: Plan, graph: Graph) -> None:
         (source,) = relu.inputs
         plan.steps[j] = replace(pool, type="maxpool_relu", inputs=(source,))
         del plan.steps[i]
-        plan.deferred[relu.name] = _deferred_op("relu", relu.attrs, source,
-                                                f"computed after '{pool.name}' (relu_after_maxpool)")
+        plan.deferred[relu.name] = Deferred("op", source, f"relu_after_maxpool: computed from '{source}'",
+                                            op="relu", attrs=relu.attrs)
         plan.applied.append(f"relu_after_maxpool: '{relu.name}' runs after '{pool.name}' (fused), on "
                             f"{_fraction(relu.shape, pool.shape)} of the values")
 
@@ -154,26 +170,12 @@ def batchnorm_relu(plan: Plan, graph: Graph) -> None:
         j = plan.steps.index(relu)
         plan.steps[j] = replace(norm, name=relu.name, type="batchnorm_relu", shape=relu.shape)
         del plan.steps[i]
-        plan.deferred[norm.name] = Deferred(_batchnorm_output(relu.name),
-                                            f"recomputed from '{relu.name}' (batchnorm_relu)")
+        plan.deferred[norm.name] = Deferred("batchnorm_output", relu.name,
+                                            f"batchnorm_relu: recomputed from the cache of '{relu.name}'")
         plan.applied.append(f"batchnorm_relu: '{norm.name}' and '{relu.name}' in one op")
 
 
 PASSES: tuple[Callable[[Plan, Graph], None], ...] = (relu_after_maxpool, batchnorm_relu)
-
-
-def _deferred_op(kind: str, attrs: dict, source: str, reason: str) -> Deferred:
-    def compute(value, caches):
-        from .ops import OPS
-        return OPS[kind].forward(attrs, [value(source)], {}, {}, False, None)[0]
-    return Deferred(compute, reason)
-
-
-def _batchnorm_output(step_name: str):
-    def compute(value, caches):
-        from .ops.fused import batchnorm_output
-        return batchnorm_output(caches[step_name])
-    return compute
 
 
 def _fraction(before: Shape, after: Shape) -> str:
@@ -182,10 +184,4 @@ def _fraction(before: Shape, after: Shape) -> str:
     return f"{a}/{b}" if b % a else f"1/{b // a}"
 
 
-def describe(plan: Plan) -> list[str]:
-    """The rewrites made, one line each (empty for rewrite=False or a graph no pass applies to)."""
-    return list(plan.applied)
-
-
-__all__ = ["Deferred", "PASSES", "Plan", "Step", "batchnorm_relu", "build", "describe", "plain",
-           "relu_after_maxpool"]
+__all__ = ["Deferred", "PASSES", "Plan", "Step", "batchnorm_relu", "build", "plain", "relu_after_maxpool"]

@@ -420,3 +420,13 @@ def test_estimate_bounds_the_rewritten_peak_with_every_activation_read(name, bat
         tracemalloc.stop()
     estimate = model.memory_estimate(batch, train=True, backward=True, step=True).total
     assert peak <= estimate, (peak, estimate)
+
+
+def test_the_comparison_catches_the_swap_on_overlapping_windows(monkeypatch):
+    """Why overlapping windows are left alone, and a check of the checker: forced onto 3x3 windows with stride
+    1, the swap changes the sign of zero gradients (a value in several all-negative windows)."""
+    monkeypatch.setattr(rewrite, "_disjoint_windows", lambda attrs: True)
+    rng = np.random.default_rng(3)
+    x = hard_values(rng, (6, 2, 6, 6), "float64")
+    with pytest.raises(AssertionError, match="differ in their bits"):
+        compare(RELU_POOL.format(act="relu", kernel=3, stride=1, extra=""), x, rng.standard_normal((6, 3)))
