@@ -243,7 +243,8 @@ class Model:
             tape.append((step, cache))
         self._tape = tape
         self._dloss = None
-        self.activations = Activations(self, values, {step.name: cache for step, cache in tape})
+        needed = {d.source for d in self.plan.deferred.values() if d.kind != "op"}  # what deferred ones read
+        self.activations = Activations(self, values, {step.name: cache for step, cache in tape if step.name in needed})
         return self.activations[self.graph.output]
 
     def loss(self, out, target) -> float:
