@@ -510,3 +510,32 @@ def test_the_graders_isclose_is_numpys_isclose():
         a, e = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
         assert isclose(a, e, rtol, atol).tolist() == np.isclose(a, e, rtol=rtol, atol=atol).tolist()
     check()
+
+
+@pytest.mark.parametrize("name", ["lecture", "bn_pool_ce"])
+def test_grading_with_packed_expected_answers_is_grading_without(name):
+    """A reference whose expected answers come from another process's pack_expected (the service's web
+    processes load what the publish job computed) grades every submission exactly as a fresh one: same
+    scores, messages, diagnoses and carried-forward credit, right and wrong answers alike."""
+    from grader.grading import Grader
+    from grader.tools import solution_text
+    root = Path(__file__).resolve().parents[1]
+    a = grader.load_assignment(root / "specs" / "assignments" / f"{name}.yaml")
+    if name == "lecture":
+        cases = [(p.read_bytes(), p.name, None) for p in sorted((root / "tests" / "grader_data" / "lecture").iterdir())
+                 if p.suffix in (".yaml", ".npz") and p.name != "npy_answers.yaml"]
+    else:
+        cases = []
+        for sid in ("s1", "s2", "a-x7"):
+            right = solution_text(a, sid)
+            cases += [(right.encode(), "right.yaml", sid),
+                      (right.replace("1.", "2.").replace("[2, ", "[3, ").encode(), "wrong.yaml", sid),
+                      ("\n".join(right.splitlines()[:-5]).encode(), "partial.yaml", sid)]
+    fresh, loaded = Grader(a, check_copying=False), Grader(a, check_copying=False)
+    packer = Grader(a, check_copying=False)
+    for data, filename, sid in cases:
+        loaded.reference(sid).load_expected(packer.reference(sid).pack_expected())
+        want = fresh.grade_bytes(data, filename, sid).model_dump(exclude={"seconds", "graded_at"})
+        got = loaded.grade_bytes(data, filename, sid).model_dump(exclude={"seconds", "graded_at"})
+        assert got == want, filename
+    assert any(q.status != "passed" for data, f, sid in cases for q in fresh.grade_bytes(data, f, sid).questions)

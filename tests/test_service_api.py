@@ -119,9 +119,18 @@ def test_per_student_data_not_ready_answers_202_and_the_job_grades_it(world):
     from grader.service import models as m
     with w.svc.sessions() as s:
         assert s.query(m.Grade).filter(m.Grade.submission_id == r.json()["id"]).count() == 1
-    # Now that the references are prepared, the next submission is graded in the request.
+    # Now that the references are prepared, the next submission is graded in the request: by a process that
+    # never computed alice's reference (a fresh pool), from the answers the job packed, running no model.
+    from grader.service import grading
+    grading.POOL.clear()
     r2 = w.submit("alice", answers.encode(), key="bn-2", assignment_id=aid)
     assert r2.status_code == 201 and r2.json()["feedback"]["status"] == "graded"
+    assert r2.json()["feedback"]["score"] == got["feedback"]["score"]
+    with w.svc.sessions() as s:
+        version = s.get(m.Assignment, aid).current_version_id
+        assert s.query(m.Variant).filter(m.Variant.version_id == version, m.Variant.answers.isnot(None)).count() >= 1
+        ref = grading.POOL.get(s, version).grader.reference(key)
+    assert ref._runs == {}
 
 
 def test_stored_but_ungraded_submissions_are_graded_by_a_job_or_the_sweep(database):

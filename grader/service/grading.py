@@ -13,7 +13,8 @@
   storing and grading, a failed in-request grading): run at start-up and periodically by the process that
   runs jobs, so "stored" always ends as "graded" without a job per submission.
 - prepare_variants(): compute the reference answers of students' variants (at publish and enrolment time),
-  and record that they are ready; a submission whose variant is ready is graded inside the request.
+  and store them packed (Reference.pack_expected); a submission whose variant is ready is graded inside
+  the request, by a Grader that loaded those answers instead of running the models again.
 - views: the student view is grader.report.for_student of the stored result, with the after_due_date
   questions released at the assignment's release date (and not before the student's own due date).
 """
@@ -103,16 +104,25 @@ class GraderPool:
                 self._versions.popitem(last=False)
         return lv
 
-    def variant_ready(self, session, version_id: int, vkey: str) -> bool:
-        """Are this variant's reference answers prepared? (A ready variant stays ready: only yes is kept.)"""
+    def variant_ready(self, session, lv: LoadedVersion, version_id: int, vkey: str, student: str) -> bool:
+        """Are this variant's reference answers prepared? (A ready variant stays ready: only yes is kept.)
+        The first time this process sees it ready, the answers the job packed are loaded into this version's
+        Grader, so grading the student here runs no model unless a diagnosis needs one."""
         where = (session.get_bind().url, version_id, vkey)
         if where in self._ready:
             return True
-        ready = session.scalar(select(m.Variant.ok).where(m.Variant.version_id == version_id,
-                                                          m.Variant.key == vkey)) is not None
-        if ready:
-            self._ready.add(where)
-        return ready
+        row = session.execute(select(m.Variant.ok, m.Variant.answers).where(m.Variant.version_id == version_id,
+                                                                            m.Variant.key == vkey)).first()
+        if row is None:
+            return False
+        if row.answers:
+            try:
+                with lv.lock:
+                    lv.grader.reference(student if lv.assignment.has_variants else None).load_expected(row.answers)
+            except Exception:  # noqa: BLE001 - then the reference is computed when grading, as without
+                log.exception("loading the packed reference answers of %s failed", vkey)
+        self._ready.add(where)
+        return True
 
     def clear(self) -> None:
         with self._lock:
@@ -195,8 +205,8 @@ def variant_key(lv: LoadedVersion, key: str) -> str:
         return "invalid"
 
 
-def variant_ready(session, version_id: int, vkey: str) -> bool:
-    return POOL.variant_ready(session, version_id, vkey)
+def variant_ready(session, lv: LoadedVersion, version_id: int, vkey: str, student: str) -> bool:
+    return POOL.variant_ready(session, lv, version_id, vkey, student)
 
 
 def prepare_variants(session_factory, version_id: int, keys: Optional[list[str]], clock) -> int:
@@ -223,7 +233,7 @@ def prepare_variants(session_factory, version_id: int, keys: Optional[list[str]]
         vkey = variant_key(lv, key) if a.has_variants else "shared"
         if vkey in done or vkey == "invalid":
             continue
-        problem, ok = "", True
+        problem, ok, answers = "", True, None
         h = hashlib.sha256()
         try:
             with lv.lock:
@@ -236,11 +246,12 @@ def prepare_variants(session_factory, version_id: int, keys: Optional[list[str]]
                         ref.expected(q)
                     except Exception as exc:  # noqa: BLE001 - recorded: that question cannot be graded
                         problem += f"{q.id}: {printable(str(exc))[:300]}\n"
+                answers = ref.pack_expected()   # web processes load these instead of running the models
         except Exception as exc:  # noqa: BLE001
             ok, problem = False, printable(str(exc))[:1000]
         with session_factory() as session, session.begin():
             session.add(m.Variant(version_id=version_id, key=vkey, data_sha256=h.hexdigest(), ok=ok,
-                                  problem=problem, computed_at=clock.now()))
+                                  problem=problem, computed_at=clock.now(), answers=answers))
             try:
                 session.flush()
             except IntegrityError:

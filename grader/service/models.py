@@ -169,6 +169,7 @@ class Variant(Base):
     ok: Mapped[bool] = mapped_column(Boolean)
     problem: Mapped[str] = mapped_column(Text, default="")
     computed_at: Mapped[datetime]
+    answers: Mapped[Optional[bytes]] = mapped_column(LargeBinary)   # Reference.pack_expected (None: recompute)
     __table_args__ = (UniqueConstraint("version_id", "key"),)
 
 
