@@ -227,3 +227,25 @@ def test_profile_ops_prints_every_op_of_the_step(capsys):
     for op in plan:
         assert {(op, "forward"), (op, "backward")} <= timed, op
     assert OPS == before and FUSED == fused_before  # the timers are taken off again
+
+
+def test_a_tiny_full_run_rewrites_only_its_part_of_the_doc(monkeypatch, tmp_path, capsys):
+    """bench.py end to end (2 rounds of short blocks, busy rounds kept: no timing is judged here) on a copy of
+    docs/benchmarks.md: its part is replaced, everything else stays byte for byte."""
+    doc = tmp_path / "benchmarks.md"
+    original = (ROOT / "docs" / "benchmarks.md").read_text()
+    doc.write_text(original)
+    monkeypatch.setattr(bench, "DOC", doc)
+    monkeypatch.setattr(bench, "PEERS", {"forward": ["onnxruntime"], "train_step": []})
+    code = bench.main(["--models", "lenet5", "--tasks", "forward", "--dtypes", "float32", "--rounds", "2",
+                       "--sessions", "1", "--block", "0.02", "--busy", "1.0"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "lenet5       b64  forward    float32 vs onnxruntime:" in out and "machine quiet: 0 of 2 rounds" in out
+    new = doc.read_text()
+    start, end = original.index(bench.BEGIN), original.index(bench.END) + len(bench.END)
+    assert new.startswith(original[:start]) and new.endswith(original[end:])
+    part = new[start:len(new) - (len(original) - end)]
+    assert part.startswith(bench.BEGIN) and part.endswith(bench.END)
+    assert "| lenet5 | 64 | forward | float32 | onnxruntime |" in part and "2 of 2" in part
+    assert "Not yet measured" not in part
