@@ -625,3 +625,22 @@ def test_activation_gradients_at_nan_like_pytorch(name, attrs, expected):
     (dx,), _ = OPS[name].backward(attrs, np.full_like(x, 2.0), cache)
     assert np.isnan(out).all()
     np.testing.assert_array_equal(dx, np.full_like(x, expected))
+
+
+@pytest.mark.parametrize("channels, hw", [(3, 32), (5, 24), (32, 30)])
+def test_batchnorm_results_do_not_depend_on_the_thread_count(monkeypatch, channels, hw):
+    # np.einsum's per-row sums differ between a call on one row and on several, so blocks of rows cut by the
+    # thread count changed the last bits of the variance (3 channels, 2 threads: blocks of 1 and 2 rows)
+    from cnnspec.ops import parallel
+    rng = np.random.default_rng(channels)
+    x = parallel.batch_first(rng.standard_normal((channels, hw, hw, 32)))
+    dout = parallel.batch_first(rng.standard_normal((channels, hw, hw, 32)))
+    params = {"weight": rng.standard_normal(channels), "bias": rng.standard_normal(channels)}
+    buffers = {"running_mean": np.zeros(channels), "running_var": np.ones(channels)}
+    results = []
+    for threads in (1, 2, 3, 4):
+        monkeypatch.setattr(parallel, "num_threads", lambda: threads)
+        out, cache, updates = OPS["batchnorm"].forward({"eps": 1e-5, "momentum": 0.1}, [x], params, buffers, True, None)
+        (dx,), grads = OPS["batchnorm"].backward({}, dout, cache)
+        results.append([np.ascontiguousarray(a).tobytes() for a in (out, updates["running_var"], dx, *grads.values())])
+    assert all(r == results[0] for r in results[1:])

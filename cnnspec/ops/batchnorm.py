@@ -6,7 +6,9 @@ running = (1 - momentum) * running + momentum * batch, where the variance uses t
 
 Everything runs on channel rows: the input viewed as (C, m), one row per channel, which is free for
 batch-last activations (parallel.py) and a copy otherwise. Each statistic is then a contiguous row
-reduction, and thread slices of channels are contiguous blocks.
+reduction. Threads take whole blocks of rows whose size depends on the shape alone (`_blocks`): np.einsum's
+per-row dot products depend on how many rows one call gets (a single row takes another path), so blocks
+cut by the thread count would make results depend on it.
 """
 from __future__ import annotations
 
@@ -27,6 +29,28 @@ def _rows(x: np.ndarray) -> np.ndarray:
 def _unrows(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Channel rows (C, m) -> the (N, C, ...) view with `shape`."""
     return parallel.batch_first(rows.reshape(tuple(shape[1:]) + (shape[0],)))
+
+
+BLOCK_BYTES = 1 << 21  # a block of rows is at most about this many bytes
+MIN_BLOCKS = 8  # and there are this many, to share among threads (a count that depends on the shape only)
+
+
+def _blocks(fn, rows: np.ndarray) -> None:
+    """fn(cs) for consecutive blocks of channel rows cs covering rows (C, m): blocks of a size fixed by the
+    shape, in parallel by whole blocks, so no result depends on the thread count."""
+    C, m = rows.shape
+    # at most BLOCK_BYTES each and, when threads would be used (parallel.slices), at least MIN_BLOCKS blocks
+    wanted = -(-rows.nbytes // BLOCK_BYTES)
+    if rows.size >= 2 * parallel.MIN_ELEMENTS_PER_SLICE:
+        wanted = max(wanted, MIN_BLOCKS)
+    per = -(-C // min(max(wanted, 1), C))
+    count = -(-C // per)
+
+    def run(bs):
+        for k in range(bs.start, bs.stop):
+            fn(slice(k * per, min((k + 1) * per, C)))
+
+    parallel.run(run, count, rows.size)
 
 
 def _row_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -59,7 +83,7 @@ def forward(attrs, xs, params, buffers, train, rng, relu=False):
             if relu:
                 np.maximum(out[cs], 0, out=out[cs])  # what ops/activations.relu computes
 
-        parallel.run(affine, C, rows.size)
+        _blocks(affine, rows)
         cache = ("eval", rows, buffers["running_mean"], invstd, w, params.get("weight") is not None,
                  (rows, scale, shift, out, x.shape) if relu else None)
         return _unrows(out, x.shape), cache, {}
@@ -84,7 +108,7 @@ def forward(attrs, xs, params, buffers, train, rng, relu=False):
         if relu:
             np.maximum(out[cs], 0, out=out[cs])  # what ops/activations.relu computes
 
-    parallel.run(normalise, C, rows.size)
+    _blocks(normalise, rows)
     invstd = 1.0 / np.sqrt(var + eps)
 
     momentum = attrs.get("momentum", 0.1)
@@ -156,7 +180,7 @@ def backward(attrs, dout, cache, relu=False):
         np.subtract(gs, dxs, out=dxs)
         dxs *= (w[cs] * inv)[:, None]
 
-    parallel.run(grad, C, g.size)
+    _blocks(grad, g)
     dparams = {"weight": dw, "bias": db} if affine else {}
     return [_unrows(dx, dout.shape)], dparams
 
