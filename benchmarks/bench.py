@@ -196,7 +196,8 @@ def serve(runtime: str, spec_name: str, batch: int, task: str, dtype: str, inp=s
     t0, least = time.perf_counter(), 1 if task == "evaluate" else 3
     while len(warm) < least or time.perf_counter() - t0 < 0.5:
         warm += time_block(fn, 1)["times_ms"]
-    send({"ready": True, "call_ms": statistics.median(warm[len(warm) // 2:]), "pid": os.getpid()})
+    send({"ready": True, "call_ms": statistics.median(warm[len(warm) // 2:]), "pid": os.getpid(),
+          "cnnspec": sys.modules["cnnspec"].__file__})
     for line in inp:
         request = json.loads(line)
         if "calls" in request:
@@ -302,7 +303,12 @@ class Worker:
         self.proc.stdin.flush()
 
     def ready(self, block_seconds: float) -> None:
-        self.calibrate(self._read()["call_ms"], block_seconds)
+        hello = self._read()
+        where = Path(hello["cnnspec"]).resolve()
+        first = Path(self.option.pythonpath.split(os.pathsep)[0]).resolve()
+        if first not in where.parents:  # e.g. the baseline engine shadowed by an installed cnnspec
+            raise RuntimeError(f"{self.option.key} worker imported cnnspec from {where}, not from {first}")
+        self.calibrate(hello["call_ms"], block_seconds)
 
     def calibrate(self, call_ms: float, block_seconds: float) -> None:
         """Calls per block: about block_seconds of them, at least 3 (1 for a whole data set)."""
@@ -531,6 +537,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def busy_line(dropped: int, total: int, busy: float) -> str:
+    if busy >= 1.0:
+        return f"busy rounds not detected (--busy {busy:g}): all {total} rounds kept, quiet or not"
     if dropped == 0:
         return f"machine quiet: 0 of {total} rounds dropped (other processes under {100 * busy:.0f}% of the CPU in every block)"
     return (f"machine was busy: {dropped} of {total} rounds dropped (other processes used more than "

@@ -241,7 +241,7 @@ def test_a_tiny_full_run_rewrites_only_its_part_of_the_doc(monkeypatch, tmp_path
                        "--sessions", "1", "--block", "0.02", "--busy", "1.0"])
     assert code == 0
     out = capsys.readouterr().out
-    assert "lenet5       b64  forward    float32 vs onnxruntime:" in out and "machine quiet: 0 of 2 rounds" in out
+    assert "lenet5       b64  forward    float32 vs onnxruntime:" in out and "busy rounds not detected (--busy 1): all 2 rounds kept" in out
     new = doc.read_text()
     start, end = original.index(bench.BEGIN), original.index(bench.END) + len(bench.END)
     assert new.startswith(original[:start]) and new.endswith(original[end:])
