@@ -35,13 +35,14 @@ import os
 import platform
 import random
 import resource
+import shlex
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -487,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: other processes use {100 * idle:.0f}% of this machine's CPU before the start; busy "
               "rounds will be dropped (and replaced, up to as many again)", file=sys.stderr)
     rng = random.Random(args.seed)
-    rows, raw = [], []
+    rows, raw, failed = [], [], []
     started = time.time()
     try:
         for spec_name, batch in MODELS:
@@ -499,8 +500,13 @@ def main(argv: list[str] | None = None) -> int:
                 these = [p for p in peers[task] if not (p == "onnxruntime" and dtype == "float64")]
                 # onnxruntime's CPU provider has no float64 Conv
                 options = options_base + [Option(p, p, here) for p in these]
-                result = run_comparison(options, spec_name, batch, task, dtype, rounds, block, rng, args.busy,
-                                        sessions)
+                try:
+                    result = run_comparison(options, spec_name, batch, task, dtype, rounds, block, rng, args.busy,
+                                            sessions)
+                except RuntimeError as exc:  # a worker failed: say which and why, measure the rest
+                    failed.append(f"{spec_name} {task} {dtype}")
+                    print(f"{spec_name} {task} {dtype} failed: {exc}", file=sys.stderr)
+                    continue
                 raw.append({"model": spec_name, "batch": batch, "task": task, "dtype": dtype, **result})
                 for row in summarize(result, spec_name, batch, task, dtype, these, result["wanted"]):
                     rows.append(row)
@@ -512,8 +518,13 @@ def main(argv: list[str] | None = None) -> int:
                 if args.dtypes and dtype not in args.dtypes:
                     continue
                 options = [Option("cnnspec", "cnnspec", here), Option("onnxruntime", "cnnspec_onnxruntime", here)]
-                result = run_comparison(options, spec_name, samples, "evaluate", dtype, rounds, block, rng,
-                                        args.busy, sessions)
+                try:
+                    result = run_comparison(options, spec_name, samples, "evaluate", dtype, rounds, block, rng,
+                                            args.busy, sessions)
+                except RuntimeError as exc:
+                    failed.append(f"{spec_name} evaluate {dtype}")
+                    print(f"{spec_name} evaluate {dtype} failed: {exc}", file=sys.stderr)
+                    continue
                 raw.append({"model": spec_name, "batch": samples, "task": "evaluate", "dtype": dtype, **result})
                 for row in summarize(result, spec_name, samples, "evaluate", dtype, ["onnxruntime"],
                                      result["wanted"]):
@@ -530,10 +541,13 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps({"rows": rows, "comparisons": raw}, indent=1, default=str))
     if not args.quick and not args.no_doc:
         meta = {"rounds": rounds, "sessions": sessions, "block": block, "busy": args.busy, "baseline": args.baseline,
-                "minutes": minutes, "dropped": dropped, "total": total}
+                "minutes": minutes, "dropped": dropped, "total": total,
+                "command": shlex.join(["python", "benchmarks/bench.py", *(sys.argv[1:] if argv is None else argv)])}
         DOC.write_text(replace_section(DOC.read_text() if DOC.exists() else "", markdown(rows, meta)))
         print(f"wrote its part of {DOC}")
-    return 0 if all(r["reliable"] for r in rows) else 1
+    if failed:
+        print(f"failed, not measured: {', '.join(failed)}", file=sys.stderr)
+    return 0 if all(r["reliable"] for r in rows) and not failed else 1
 
 
 def busy_line(dropped: int, total: int, busy: float) -> str:
@@ -598,7 +612,8 @@ def markdown(rows, meta) -> str:
     for module in ("onnxruntime", "torch"):
         if have(module):
             versions.append(f"{module} {__import__(module).__version__}")
-    command = "python benchmarks/bench.py" + (f" --baseline {meta['baseline']}" if meta["baseline"] else "")
+    command = meta.get("command") or ("python benchmarks/bench.py"
+                                      + (f" --baseline {meta['baseline']}" if meta["baseline"] else ""))
     lines = [
         "## The NumPy engine against PyTorch and onnxruntime",
         "",

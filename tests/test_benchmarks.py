@@ -249,3 +249,4 @@ def test_a_tiny_full_run_rewrites_only_its_part_of_the_doc(monkeypatch, tmp_path
     assert part.startswith(bench.BEGIN) and part.endswith(bench.END)
     assert "| lenet5 | 64 | forward | float32 | onnxruntime |" in part and "2 of 2" in part
     assert "Not yet measured" not in part
+    assert "Written by `python benchmarks/bench.py --models lenet5 --tasks forward" in part  # the command, as run
