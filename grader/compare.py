@@ -157,7 +157,7 @@ def isclose(a: np.ndarray, e: np.ndarray, rtol: float, atol: float) -> np.ndarra
     """numpy.isclose(a, e, rtol, atol) for float64 arrays, the same formula without its argument handling
     (which costs more than the comparison on the few numbers of an answer; a grading calls this dozens of
     times): |a - e| <= atol + rtol*|e| where e is finite, or a == e (equal infinities)."""
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):   # an overflowing bound is inf: close, as it should be
         return (np.abs(a - e) <= atol + rtol * np.abs(e)) & np.isfinite(e) | (a == e)
 
 
