@@ -8,6 +8,7 @@ traceback; unknown routes are 404.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -154,6 +155,38 @@ document.getElementById('f').onsubmit = async (e) => {
 </script>"""
 
 
+QUANTILES = (0.5, 0.95, 0.99)
+_PG_QUANTILES = text(
+    "SELECT count(*),"
+    " percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP"
+    "   (ORDER BY greatest(0, extract(epoch FROM g.created_at - s.received_at))),"
+    " percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY g.grading_seconds)"
+    " FROM grades g JOIN submissions s ON s.id = g.submission_id"
+    " WHERE g.created_at > :since AND g.how NOT IN ('regrade', 'preview')")
+
+
+def latency_quantiles(s, since) -> tuple[int, list[float], list[float]]:
+    """(how many students' grades were made since `since`, the QUANTILES of their receipt-to-grade seconds,
+    those of their grading seconds); regrades and previews left out. A quantile q is the smallest value with
+    at least a share q of the values at or below it (percentile_disc). PostgreSQL computes them, so a scrape
+    reads six numbers, not every grade of the last minutes (reading 6,000 rows cost a web process 100 ms in a
+    rush); SQLite (one process, a small course) sorts the newest 10,000 here."""
+    if s.get_bind().dialect.name == "postgresql":
+        count, latency, work = s.execute(_PG_QUANTILES, {"since": since}).one()
+        zero = [0.0] * len(QUANTILES)
+        return count, [float(v) for v in latency or zero], [float(v) for v in work or zero]
+    rows = s.execute(select(m.Grade.created_at, m.Submission.received_at, m.Grade.grading_seconds)
+                     .join(m.Submission, m.Submission.id == m.Grade.submission_id)
+                     .where(m.Grade.created_at > since, m.Grade.how.not_in(("regrade", "preview")))
+                     .order_by(m.Grade.id.desc()).limit(10000)).all()
+
+    def quantiles(values: list[float]) -> list[float]:
+        values.sort()
+        return [values[max(0, math.ceil(q * len(values)) - 1)] if values else 0.0 for q in QUANTILES]
+    return (len(rows), quantiles([max(0.0, (g - r).total_seconds()) for g, r, _ in rows]),
+            quantiles([x for _, _, x in rows]))
+
+
 def create_app(settings: Settings | None = None, service: Service | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     svc = service or Service(settings)
@@ -220,15 +253,9 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
             depth = svc.queue.depth(s)
             submissions = s.scalar(select(func.count()).select_from(m.Submission))
             grades = s.scalar(select(func.count()).select_from(m.Grade))
-            since = now - timedelta(minutes=15)
-            rows = s.execute(select(m.Grade.created_at, m.Submission.received_at, m.Grade.grading_seconds)
-                             .join(m.Submission, m.Submission.id == m.Grade.submission_id)
-                             .where(m.Grade.created_at > since, m.Grade.how.not_in(("regrade", "preview")))
-                             .order_by(m.Grade.id.desc()).limit(10000)).all()
+            graded, latency, work = latency_quantiles(s, now - timedelta(minutes=15))
             ungraded, oldest = grading.ungraded_count(s)
             s.rollback()
-        latency = sorted(max(0.0, (g - r).total_seconds()) for g, r, _ in rows)
-        work = sorted(x for _, _, x in rows)
         lines = ["# HELP cnnspec_queue_depth Grading jobs waiting or running.", "# TYPE cnnspec_queue_depth gauge",
                  f"cnnspec_queue_depth {depth}",
                  "# HELP cnnspec_ungraded_submissions Stored submissions without a grade for the version they "
@@ -242,10 +269,9 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
                  "# HELP cnnspec_grading_latency_seconds Receipt to grade, last 15 minutes.",
                  "# TYPE cnnspec_grading_latency_seconds summary"]
         for name, values in (("cnnspec_grading_latency_seconds", latency), ("cnnspec_grading_work_seconds", work)):
-            for qt in (0.5, 0.95, 0.99):
-                v = values[min(len(values) - 1, int(qt * len(values)))] if values else 0.0
+            for qt, v in zip(QUANTILES, values):
                 lines.append(f'{name}{{quantile="{qt}"}} {v:.6f}')
-            lines.append(f"{name}_count {len(values)}")
+            lines.append(f"{name}_count {graded}")
         lines += ["# TYPE cnnspec_process_requests_total counter", f"cnnspec_process_requests_total {svc.requests}"]
         return "\n".join(lines) + "\n"
 
