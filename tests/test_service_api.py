@@ -589,3 +589,41 @@ def test_metrics_quantiles_are_the_same_on_both_databases(world):
     assert [float(lines[f'cnnspec_grading_latency_seconds{{quantile="{q}"}}']) for q in (0.5, 0.95, 0.99)] == [5, 10, 10]
     assert [float(lines[f'cnnspec_grading_work_seconds{{quantile="{q}"}}']) for q in (0.5, 0.95, 0.99)] == \
         [0.05, 0.1, 0.1]
+
+
+def test_a_browser_session_submits_with_its_csrf_token_only_while_it_lasts(world):
+    """The web page's submit (session cookie + X-CSRF-Token; on PostgreSQL the one-query path): graded like a
+    token's; without or with a wrong CSRF header 401, after the session ended 401, for a course the user is
+    not in 404, and nothing is stored by a refused request."""
+    from grader.service import models as m
+    from grader.service.api.common import SESSION_COOKIE
+    from grader.service.security import digest, new_secret
+    w = world
+    sessions = {}
+    with w.svc.sessions() as s, s.begin():
+        for who in ("alice", "olga"):
+            cookie, csrf = new_secret("s"), new_secret("c")
+            s.add(m.Session(user_id=w.users[who], token_hash=digest(cookie), csrf_token=csrf, created_at=T0,
+                            expires_at=T0 + timedelta(hours=1)))
+            sessions[who] = (cookie, csrf)
+
+    def submit(who, csrf=None, key="web-1"):
+        cookie, right = sessions[who]
+        headers = {"Idempotency-Key": key, **({"X-CSRF-Token": csrf} if csrf else {})}
+        w.client.cookies.clear()
+        w.client.cookies.set(SESSION_COOKIE, cookie)
+        try:
+            return w.client.post(url(w, "/submissions"), headers=headers,
+                                 files={"answers": ("answers.yaml", SLIPS.read_bytes())})
+        finally:
+            w.client.cookies.clear()
+    assert submit("alice").status_code == 401
+    assert submit("alice", csrf="c-wrong").status_code == 401
+    assert submit("olga", csrf=sessions["olga"][1]).status_code == 404
+    r = submit("alice", csrf=sessions["alice"][1])
+    assert r.status_code == 201 and r.json()["feedback"]["status"] == "graded", r.text
+    assert r.json()["user_id"] == w.users["alice"]
+    w.clock.set(T0 + timedelta(hours=2))
+    assert submit("alice", csrf=sessions["alice"][1], key="web-2").status_code == 401
+    with w.svc.sessions() as s:
+        assert s.query(m.Submission).filter(m.Submission.idempotency_key.like("web-%")).count() == 1

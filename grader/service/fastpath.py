@@ -22,18 +22,25 @@ _ASSIGNMENT_COLUMNS = ("id", "course_id", "name", "title", "current_version_id",
                        "release_at", "late_grace_minutes", "late_percent_per_day", "late_max_percent",
                        "rate_limit_count", "rate_limit_window_minutes", "counted")
 
-CONTEXT = f"""
-SELECT t.revoked_at, t.expires_at, t.scopes, u.id, u.username, u.display_name, u.email, u.is_admin,
+# The caller (an API token, or a browser session: the same columns, a session's CSRF token in the third),
+# their membership, the assignment and their extension, in one query that locks the membership row.
+_CONTEXT = """
+SELECT {credential}, u.id, u.username, u.display_name, u.email, u.is_admin,
        mb.id, mb.role, mb.section, mb.student_key,
-       {', '.join('a.' + c for c in _ASSIGNMENT_COLUMNS)},
+       {assignment},
        e.id, e.due_at
-  FROM api_tokens t
+  FROM {table} t
   JOIN users u ON u.id = t.user_id
   JOIN memberships mb ON mb.user_id = u.id AND mb.course_id = %(course_id)s
   JOIN assignments a ON a.id = %(assignment_id)s AND a.course_id = mb.course_id
   LEFT JOIN extensions e ON e.assignment_id = a.id AND e.user_id = u.id
  WHERE t.token_hash = %(token_hash)s
    FOR UPDATE OF mb"""
+_ASSIGNMENT = ', '.join('a.' + c for c in _ASSIGNMENT_COLUMNS)
+CONTEXT = {"token": _CONTEXT.format(credential="t.revoked_at, t.expires_at, t.scopes", assignment=_ASSIGNMENT,
+                                   table="api_tokens"),
+           "session": _CONTEXT.format(credential="NULL, t.expires_at, t.csrf_token", assignment=_ASSIGNMENT,
+                                      table="sessions")}
 
 COUNTS = """
 SELECT max(number), count(*) FILTER (WHERE received_at > %(since)s),
@@ -65,13 +72,13 @@ def _cursor(s):
     return s.connection().connection.driver_connection.cursor()
 
 
-def caller_and_context(s, token_hash: str, course_id: int, assignment_id: int):
-    """-> (token row: revoked_at, expires_at, scopes, User; membership; assignment; extension or None), or None
-    when the token is unknown or its user is not in that course or the assignment is not there. Locks the
-    membership row."""
+def caller_and_context(s, token_hash: str, course_id: int, assignment_id: int, via: str = "token"):
+    """-> (credential row: revoked_at, expires_at, scopes (a token) or csrf_token (a session), User; membership;
+    assignment; extension or None), or None when the token or session is unknown or its user is not in that
+    course or the assignment is not there. via: "token" or "session". Locks the membership row."""
     with _cursor(s) as cur:
-        row = cur.execute(CONTEXT, {"token_hash": token_hash, "course_id": course_id,
-                                    "assignment_id": assignment_id}).fetchone()
+        row = cur.execute(CONTEXT[via], {"token_hash": token_hash, "course_id": course_id,
+                                         "assignment_id": assignment_id}).fetchone()
     if row is None:
         return None
     revoked_at, expires_at, scopes, uid, username, display_name, email, is_admin = row[:8]
@@ -81,7 +88,8 @@ def caller_and_context(s, token_hash: str, course_id: int, assignment_id: int):
     ext_id, ext_due = row[12 + len(_ASSIGNMENT_COLUMNS):]
     revoked_at, expires_at, ext_due = _utc(revoked_at), _utc(expires_at), _utc(ext_due)
     user = SimpleNamespace(id=uid, username=username, display_name=display_name, email=email, is_admin=is_admin)
-    token = SimpleNamespace(revoked_at=revoked_at, expires_at=expires_at, scopes=scopes, User=user)
+    token = SimpleNamespace(revoked_at=revoked_at, expires_at=expires_at, User=user,
+                            **({"scopes": scopes} if via == "token" else {"csrf_token": scopes}))
     mem = SimpleNamespace(id=mem_id, course_id=course_id, user_id=uid, role=role, section=section,
                           student_key=student_key)
     ext = SimpleNamespace(id=ext_id, due_at=ext_due) if ext_id is not None else None

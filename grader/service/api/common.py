@@ -106,15 +106,21 @@ def lookup_caller(request: Request, s) -> Principal:
     if cookie:
         found = s.execute(select(m.Session, m.User).join(m.User, m.User.id == m.Session.user_id)
                           .where(m.Session.token_hash == digest(cookie))).first()
-        if found is None or found.Session.expires_at <= clock_now:
-            raise unauthorized("the session has ended; log in again")
-        row = found.Session
-        if request.method not in ("GET", "HEAD", "OPTIONS"):
-            given = request.headers.get(CSRF_HEADER, "")
-            if not given or not same(given, row.csrf_token):
-                raise unauthorized(f"missing or wrong {CSRF_HEADER} header (the csrf_token from login)")
-        return Principal(found.User, "session", set(SCOPES), row)
+        return session_principal(found.Session if found else None, found.User if found else None, request,
+                                 clock_now)
     raise unauthorized("log in, or give an API token")
+
+
+def session_principal(row, user, request: Request, clock_now: datetime) -> Principal:
+    """A browser session's row (expires_at, csrf_token) and user -> its caller, or 401: ended, or an unsafe
+    request without the session's CSRF token in its header."""
+    if row is None or row.expires_at <= clock_now:
+        raise unauthorized("the session has ended; log in again")
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        given = request.headers.get(CSRF_HEADER, "")
+        if not given or not same(given, row.csrf_token):
+            raise unauthorized(f"missing or wrong {CSRF_HEADER} header (the csrf_token from login)")
+    return Principal(user, "session", set(SCOPES), row)
 
 
 def caller(scope: str):

@@ -20,8 +20,9 @@ from sqlalchemy.orm import lazyload
 from .. import fastpath, grading, models as m, overrides, policy
 from ..jobs import PRIORITY
 from ..security import digest as digest_secret, sha256_bytes
-from .common import (Principal, assignment_for, audit, bearer_token, db, iso, lookup_caller, manager, membership,
-                     not_found, now, reader, require_scope, sees_student, service, submitter, token_principal)
+from .common import (SESSION_COOKIE, Principal, assignment_for, audit, bearer_token, db, iso, lookup_caller, manager,
+                     membership, not_found, now, reader, require_scope, sees_student, service, session_principal,
+                     submitter, token_principal)
 
 router = APIRouter(tags=["submissions"])
 log = logging.getLogger("cnnspec.service")
@@ -142,16 +143,20 @@ _COLUMNS = ("assignment_id", "user_id", "number", "version_id", "received_at", "
 
 def _caller_and_context(s, request: Request, course_id: int, assignment_id: int, at):
     """Who submits (an API token with the 'submit' scope, or a session with its CSRF header), their
-    membership, the assignment and their extension, the membership row locked. With a token (CI, `cnnspec
-    submit`) that is one query; anything unusual (no such token, not a member, no such assignment, a
-    session) takes the general path, which answers the same 401s and 404s as every other route."""
+    membership, the assignment and their extension, the membership row locked. On PostgreSQL, with a token
+    (CI, `cnnspec submit`) or a browser session, that is one query; anything unusual (no such token or
+    session, not a member, no such assignment) takes the general path, which answers the same 401s and 404s
+    as every other route."""
     secret = bearer_token(request)
-    if secret is not None and s.get_bind().dialect.name == "postgresql":
-        found = fastpath.caller_and_context(s, digest_secret(secret), course_id, assignment_id)
+    pg = s.get_bind().dialect.name == "postgresql"
+    cookie = request.cookies.get(SESSION_COOKIE) if secret is None else None
+    if pg and (secret or cookie):
+        via = "token" if secret else "session"
+        found = fastpath.caller_and_context(s, digest_secret(secret or cookie), course_id, assignment_id, via)
         if found is not None:
-            token, mem, a, ext = found
-            p = require_scope(token_principal(token, at), "submit")
-            return (p, *_published(mem, a, ext, at))
+            row, mem, a, ext = found
+            p = token_principal(row, at) if secret else session_principal(row, row.User, request, at)
+            return (require_scope(p, "submit"), *_published(mem, a, ext, at))
     elif secret is not None:
         row = s.execute(_CALLER_AND_CONTEXT, {"token_hash": digest_secret(secret), "course_id": course_id,
                                               "assignment_id": assignment_id}).first()
