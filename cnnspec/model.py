@@ -329,12 +329,15 @@ class Model:
             velocity.update(new_state)
         self.steps_taken += 1
 
-    def evaluate(self, x, target, batch_size: int = 32) -> "Evaluation":
+    def evaluate(self, x, target, batch_size: int = 32, forward=None) -> "Evaluation":
         """The loss over a whole data set in evaluation mode (batch norm's running statistics, no dropout),
         batch by batch, and for classification losses the accuracy and the confusion matrix.
 
         x: (M, *input.shape) in the declared layout; target: (M, ...) as loss() takes it. With reduction
-        "mean" the loss is the mean over all M samples (as one batch of M would give), with "sum" the sum."""
+        "mean" the loss is the mean over all M samples (as one batch of M would give), with "sum" the sum.
+        forward: what computes a batch's output (default: this model's forward in evaluation mode; the
+        onnxruntime backend passes its session's, cnnspec/onnx_runtime.py)."""
+        forward = forward or (lambda xb: self.forward(xb, train=False))
         if self.spec.loss is None:
             raise DataError("the spec has no `loss:`; add e.g. loss: {type: cross_entropy} to evaluate a model")
         x, target = np.asarray(x), np.asarray(target)
@@ -347,7 +350,7 @@ class Model:
         for start in range(0, len(x), batch_size):
             xb, yb = x[start:start + batch_size], target[start:start + batch_size]
             with np.errstate(over="ignore", invalid="ignore"):  # an overflowing loss is reported as inf
-                out = self.forward(xb, train=False)
+                out = forward(xb)
                 value = self.loss(out, yb)
             total += value * len(xb) if reduction == "mean" else value
             found = predictions(kind, out, yb)

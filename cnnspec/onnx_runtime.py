@@ -9,9 +9,9 @@ What runs: `onnx_export.to_onnx` of a float32 copy of the model (the same export
 evaluation mode: batch norm with its running statistics, dropout the identity), in an onnxruntime session
 with the engine's thread count (limits.threads). onnxruntime's CPU provider has no float64 Conv, so a float64
 model runs in float32 here: its outputs differ from the NumPy engine's by float32 rounding (relative ~1e-6,
-more where a model amplifies it), and a prediction can flip where two class scores are that close. The loss
-is the spec's (Model.loss, cnnspec.losses) of the runtime's outputs converted to the model's dtype; the
-accuracy and confusion matrix come from model.predictions, as in Model.evaluate.
+more where a model amplifies it), and a prediction can flip where two class scores are that close. Model.evaluate
+itself runs the evaluation with the session's forward: the loss is the spec's (Model.loss, cnnspec.losses) of
+the runtime's outputs converted to the model's dtype, the accuracy and confusion matrix are its own.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from . import limits
 from .errors import DataError
-from .model import Evaluation, Model, predictions
+from .model import Evaluation, Model
 
 BACKENDS = ("numpy", "onnxruntime")
 RUN_DTYPE = np.dtype(np.float32)
@@ -91,36 +91,10 @@ class OrtModel:
         return out
 
     def evaluate(self, x, target, batch_size: int = 256) -> Evaluation:
-        """Model.evaluate's result (loss over all samples, accuracy, confusion), from onnxruntime's outputs."""
-        model = self.model
-        if model.spec.loss is None:
-            raise DataError("the spec has no `loss:`; add e.g. loss: {type: cross_entropy} to evaluate a model")
-        x, target = np.asarray(x), np.asarray(target)
-        if len(x) != len(target):
-            raise DataError(f"x has {len(x)} samples but the targets have {len(target)}")
-        if batch_size < 1:
-            raise DataError(f"batch_size must be >= 1, got {batch_size}")
-        kind, reduction = model.spec.loss.type, model.spec.loss.reduction
-        total, correct, labels, confusion = 0.0, 0, 0, None
-        try:
-            for start in range(0, len(x), batch_size):
-                xb, yb = x[start:start + batch_size], target[start:start + batch_size]
-                out = self.forward(xb).astype(model.dtype, copy=False)
-                with np.errstate(over="ignore", invalid="ignore"):  # an overflowing loss is reported as inf
-                    value = model.loss(out, yb)  # the spec's loss (cnnspec.losses), its messages on bad targets
-                total += value * len(xb) if reduction == "mean" else value
-                found = predictions(kind, out, yb)
-                if found is not None:
-                    true, pred, classes = found
-                    correct += int((true == pred).sum())
-                    labels += true.size
-                    counts = np.bincount(true * classes + pred, minlength=classes * classes).reshape(classes, classes)
-                    confusion = counts if confusion is None else confusion + counts
-        finally:
-            model._dloss = None  # Model.loss remembers d(loss)/d(out) for a backward pass that never comes
-        return Evaluation(samples=len(x), loss=total / len(x) if reduction == "mean" else total, loss_type=kind,
-                          reduction=reduction, correct=correct if confusion is not None else None,
-                          labels=labels if confusion is not None else None, confusion=confusion)
+        """Model.evaluate's result (loss over all samples, accuracy, confusion), from onnxruntime's outputs
+        (converted to the model's dtype; the loss is the spec's, by Model.loss)."""
+        return self.model.evaluate(x, target, batch_size,
+                                   forward=lambda xb: self.forward(xb).astype(self.model.dtype, copy=False))
 
 
 def evaluate(model: Model, x, target, batch_size: int = 256, threads: int | None = None) -> Evaluation:
