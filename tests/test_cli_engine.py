@@ -173,7 +173,10 @@ def test_interrupting_train_keeps_the_last_checkpoint(tmp_path):
     np.savez(tmp_path / "d.npz", x=rng.standard_normal((2048, 1, 32, 32)), y=rng.integers(0, 10, 2048))
     proc = subprocess.Popen([sys.executable, "-m", "cnnspec", "train", str(SPECS / "lenet5.yaml"), "--data",
                              str(tmp_path / "d.npz"), "--epochs", "50", "--batch-size", "256", "--out",
-                             str(tmp_path / "w.npz")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             str(tmp_path / "w.npz")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a suite started in the background inherits SIGINT ignored (POSIX), and Python then
+                            # installs no handler: give the child the default, as a terminal would
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while not (tmp_path / "w.npz").exists() and time.time() < deadline:
         time.sleep(0.05)
