@@ -324,15 +324,15 @@ def test_gradebook_formats_sections_and_stats(world):
     assert st["graded"] == 2 and conv["diagnoses"].get("no_plus_one") == 1 and conv["full_points"] == 1
 
 
-def upload_version_2(w, tmp_path):
+def upload_version_2(w, tmp_path, number=2, points=4):
     """Version 2 of the lecture assignment: conv1_shape is worth 4 points instead of 2 (not yet current)."""
     import shutil
-    root = tmp_path / "v2"
+    root = tmp_path / f"v{number}"
     shutil.copytree(LECTURE.parent.parent, root, ignore=shutil.ignore_patterns("*.onnx"))
     main = root / "assignments" / "lecture.yaml"
-    main.write_text(main.read_text().replace("    points: 2\n", "    points: 4\n", 1))
+    main.write_text(main.read_text().replace("    points: 2\n", f"    points: {points}\n", 1))
     r = upload(w, main, assignment_id=w.assignment_id)
-    assert r.status_code == 201 and r.json()["number"] == 2 and r.json()["current"] is False, r.text
+    assert r.status_code == 201 and r.json()["number"] == number and r.json()["current"] is False, r.text
 
 
 def test_regrade_preview_then_apply_appends_grades(world, tmp_path):
@@ -355,7 +355,7 @@ def test_regrade_preview_then_apply_appends_grades(world, tmp_path):
     with w.svc.sessions() as s:
         for sub in (a, b):
             hows = [g.how for g in s.query(m.Grade).filter(m.Grade.submission_id == sub["id"]).order_by(m.Grade.id)]
-            assert hows == ["request", "preview"]                           # history kept, nothing graded twice
+            assert hows == ["request", "regrade"]    # history kept, nothing graded twice (the preview's, applied)
     fb = w.client.get(f"/api/v1/submissions/{b['id']}", headers=w.h("bob")).json()["feedback"]
     assert fb["version"] == 2 and fb["current_version"]
     audit = w.client.get(f"/api/v1/courses/{w.course_id}/audit", headers=w.h("prof")).json()
@@ -627,3 +627,41 @@ def test_a_browser_session_submits_with_its_csrf_token_only_while_it_lasts(world
     assert submit("alice", csrf=sessions["alice"][1], key="web-2").status_code == 401
     with w.svc.sessions() as s:
         assert s.query(m.Submission).filter(m.Submission.idempotency_key.like("web-%")).count() == 1
+
+
+def test_grades_of_an_applied_preview_keep_counting_after_the_next_version_is_applied(world, tmp_path):
+    """v2 applied through its preview, then v3 applied: until v3's regrade runs, bob sees v2's grade (the
+    newest one that counted), not v1's, in his feedback and in the gradebook (a red-team finding)."""
+    w = world
+    b = w.submit("bob", solution_bytes(), key="b").json()
+    upload_version_2(w, tmp_path)
+    assert w.client.post(url(w, "/versions/2/regrade"), headers=w.h("prof"), json={"apply": False}).json()["complete"]
+    w.client.post(url(w, "/versions/2/regrade"), headers=w.h("prof"), json={"apply": True})
+    w.drain()
+
+    def bobs_row():
+        rows = w.client.get(url(w, "/gradebook"), headers=w.h("prof")).json()["rows"]
+        return next(row for row in rows if row["user_id"] == w.users["bob"])
+    v2_score = bobs_row()["raw_score"]
+    upload_version_2(w, tmp_path, number=3, points=6)
+    assert w.client.post(url(w, "/versions/3/regrade"), headers=w.h("prof"), json={"apply": True}).json()["applied"]
+    fb = w.client.get(f"/api/v1/submissions/{b['id']}", headers=w.h("bob")).json()["feedback"]
+    assert fb["version"] == 2 and fb["score"] == b["feedback"]["score"] + 2 and not fb["current_version"]
+    assert bobs_row()["raw_score"] == v2_score and bobs_row()["status"] == "pending regrade"
+    w.drain()
+    assert bobs_row()["raw_score"] == v2_score + 2
+
+
+def test_a_preview_job_that_finishes_after_the_apply_counts_as_the_versions_grade(world, tmp_path, monkeypatch):
+    from grader.service import models as m
+    from grader.service.api import assignments
+    w = world
+    monkeypatch.setattr(assignments, "PREVIEW_IN_REQUEST", 0)
+    b = w.submit("bob", solution_bytes(), key="b").json()
+    upload_version_2(w, tmp_path)
+    assert w.client.post(url(w, "/versions/2/regrade"), headers=w.h("prof"), json={"apply": False}).status_code == 202
+    w.client.post(url(w, "/versions/2/regrade"), headers=w.h("prof"), json={"apply": True})   # before the jobs ran
+    w.drain()
+    with w.svc.sessions() as s:
+        hows = [g.how for g in s.query(m.Grade).filter(m.Grade.submission_id == b["id"]).order_by(m.Grade.id)]
+    assert hows == ["request", "regrade"]

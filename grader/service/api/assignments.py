@@ -8,7 +8,7 @@ from typing import Literal, Optional
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from .. import grading, models as m, overrides, policy
 from ..jobs import PRIORITY
@@ -357,7 +357,11 @@ def regrade(course_id: int, assignment_id: int, number: int, body: RegradeIn, re
         return JSONResponse(body, status_code=200 if body["complete"] else 202)
     before = {"version": s.get(m.AssignmentVersion, a.current_version_id).number}
     a.current_version_id = v.id
-    for sub in missing:   # grades a preview computed are this version's grades already
+    # A preview's grades are this version's grades now: they count, also once a later version is applied
+    # and they are what a submission shows until its regrade (grading.grade_stored does the same for a
+    # preview job that finishes after this).
+    s.execute(update(m.Grade).where(m.Grade.version_id == v.id, m.Grade.how == "preview").values(how="regrade"))
+    for sub in missing:
         svc.queue.enqueue(s, "grade", {"submission_id": sub.id, "version_id": v.id, "how": "regrade"},
                           PRIORITY["regrade"])
     if a.publish_at is not None:
