@@ -291,6 +291,7 @@ class Reference:
         self.variant = variant
         self._runs: dict[str, ModelRun] = {}
         self._expected: dict[str, Any] = {}
+        self.loaded = False   # load_expected has given it its answers
 
     def nbytes(self) -> int:
         """Bytes of the arrays kept for this variant (model runs and answers): the Grader's cache is bounded
@@ -386,6 +387,7 @@ class Reference:
         those pack_expected saw."""
         import json
 
+        self.loaded = True
         n = int.from_bytes(data[:4], "little")
         body = memoryview(data)[4 + n:]
         ids = {q.id for q in self.assignment.questions}

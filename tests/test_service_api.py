@@ -665,3 +665,25 @@ def test_a_preview_job_that_finishes_after_the_apply_counts_as_the_versions_grad
     with w.svc.sessions() as s:
         hows = [g.how for g in s.query(m.Grade).filter(m.Grade.submission_id == b["id"]).order_by(m.Grade.id)]
     assert hows == ["request", "regrade"]
+
+
+def test_packed_answers_are_loaded_again_when_the_reference_cache_dropped_them(world, monkeypatch):
+    """A class larger than the Grader's reference cache: a student graded again after their reference was
+    dropped still gets the packed answers, not a model run (a red-team finding)."""
+    import grader
+    from grader.service import grading, models as m
+    from grader.tools import solution_text
+    w = world
+    aid = upload(w, BN).json()["id"]
+    w.client.post(f"/api/v1/courses/{w.course_id}/assignments/{aid}/publish", headers=w.h("prof"), json={})
+    w.drain()
+    grading.POOL.clear()
+    a = grader.load_assignment(BN)
+    with w.svc.sessions() as s:
+        version = s.get(m.Assignment, aid).current_version_id
+        lv = grading.POOL.get(s, version)
+    monkeypatch.setattr(lv.grader, "reference_cache", 1)     # one student's reference at a time
+    for i, who in enumerate(("alice", "bob", "alice")):
+        r = w.submit(who, solution_text(a, key_of(w, who)).encode(), key=f"bn-{i}", assignment_id=aid)
+        assert r.status_code == 201 and r.json()["feedback"]["score"] == r.json()["feedback"]["max_score"], r.text
+        assert lv.grader.reference(key_of(w, who))._runs == {}

@@ -48,6 +48,9 @@ class LoadedVersion:
         self.assignment = assignment
         self.grader = grader_obj
         self.lock = threading.Lock()
+        # (database URL, variant key) -> the variant's packed reference answers (None: it has none), for every
+        # variant known to be ready: loaded again into the Grader whenever its reference cache dropped one
+        self.answers: dict[tuple, Optional[bytes]] = {}
 
 
 class GraderPool:
@@ -58,9 +61,8 @@ class GraderPool:
         self.reference_cache = reference_cache
         self._versions: OrderedDict[str, LoadedVersion] = OrderedDict()
         # Per database (its URL: a process may serve several, as tests do): version id -> (content key,
-        # number), immutable rows; and the (version id, variant key) pairs known to be ready.
+        # number), immutable rows. (The variants known to be ready are kept by each LoadedVersion.)
         self._ids: dict[tuple, tuple[str, int]] = {}
-        self._ready: set[tuple] = set()
         self._lock = threading.Lock()
 
     def _key(self, session, version_id: int) -> tuple[str, int, Optional[m.AssignmentVersion]]:
@@ -106,29 +108,30 @@ class GraderPool:
 
     def variant_ready(self, session, lv: LoadedVersion, version_id: int, vkey: str, student: str) -> bool:
         """Are this variant's reference answers prepared? (A ready variant stays ready: only yes is kept.)
-        The first time this process sees it ready, the answers the job packed are loaded into this version's
-        Grader, so grading the student here runs no model unless a diagnosis needs one."""
-        where = (session.get_bind().url, version_id, vkey)
-        if where in self._ready:
-            return True
-        row = session.execute(select(m.Variant.ok, m.Variant.answers).where(m.Variant.version_id == version_id,
-                                                                            m.Variant.key == vkey)).first()
-        if row is None:
-            return False
-        if row.answers:
+        When it is, the answers the job packed are in this version's Grader (loaded again if its reference
+        cache dropped them), so grading the student here runs no model unless a diagnosis needs one."""
+        where = (session.get_bind().url, vkey)
+        if where not in lv.answers:
+            row = session.execute(select(m.Variant.answers).where(m.Variant.version_id == version_id,
+                                                                  m.Variant.key == vkey)).first()
+            if row is None:
+                return False
+            lv.answers[where] = row.answers
+        packed = lv.answers[where]
+        if packed:
             try:
                 with lv.lock:
-                    lv.grader.reference(student if lv.assignment.has_variants else None).load_expected(row.answers)
+                    ref = lv.grader.reference(student if lv.assignment.has_variants else None)
+                    if not ref.loaded:
+                        ref.load_expected(packed)
             except Exception:  # noqa: BLE001 - then the reference is computed when grading, as without
                 log.exception("loading the packed reference answers of %s failed", vkey)
-        self._ready.add(where)
         return True
 
     def clear(self) -> None:
         with self._lock:
             self._versions.clear()
             self._ids.clear()
-            self._ready.clear()
 
 
 POOL = GraderPool()
