@@ -687,3 +687,36 @@ def test_packed_answers_are_loaded_again_when_the_reference_cache_dropped_them(w
         r = w.submit(who, solution_text(a, key_of(w, who)).encode(), key=f"bn-{i}", assignment_id=aid)
         assert r.status_code == 201 and r.json()["feedback"]["score"] == r.json()["feedback"]["max_score"], r.text
         assert lv.grader.reference(key_of(w, who))._runs == {}
+
+
+def test_asking_for_a_preview_again_queues_only_what_arrived_since(world, tmp_path, monkeypatch):
+    """Each submission gets one preview job, however often the preview is asked for; a submission that
+    arrives later gets its own; the apply queues nothing the preview's jobs will grade (a red-team finding)."""
+    from grader.service import models as m
+    from grader.service.api import assignments
+    w = world
+    monkeypatch.setattr(assignments, "PREVIEW_IN_REQUEST", 0)
+    w.submit("alice", SLIPS.read_bytes(), key="a")
+    b = w.submit("bob", solution_bytes(), key="b").json()
+    upload_version_2(w, tmp_path)
+
+    def depth():
+        with w.svc.sessions() as s:
+            return w.svc.queue.depth(s)
+    base = depth()
+    for _ in range(3):
+        assert w.client.post(url(w, "/versions/2/regrade"), headers=w.h("prof"),
+                             json={"apply": False}).status_code == 202
+    assert depth() == base + 2
+    w.submit("bob", SLIPS.read_bytes(), key="b2")
+    w.client.post(url(w, "/versions/2/regrade"), headers=w.h("prof"), json={"apply": False})
+    assert depth() == base + 3
+    w.client.post(url(w, "/versions/2/regrade"), headers=w.h("prof"), json={"apply": True})
+    assert depth() == base + 4                                   # the version's reference preparation only
+    w.drain()
+    with w.svc.sessions() as s:
+        version = s.get(m.Assignment, w.assignment_id).current_version_id
+        subs = [x.id for x in s.query(m.Submission).filter(m.Submission.assignment_id == w.assignment_id)]
+        for sub in subs:
+            assert s.query(m.Grade).filter(m.Grade.submission_id == sub, m.Grade.version_id == version).count() == 1
+    assert w.client.get(f"/api/v1/submissions/{b['id']}", headers=w.h("bob")).json()["feedback"]["version"] == 2

@@ -2,7 +2,7 @@
 regrade (preview, then apply)."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal, Optional
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
@@ -324,6 +324,9 @@ def delete_extension(course_id: int, assignment_id: int, user_id: int, request: 
 # the request (milliseconds each); more are computed by jobs (priority of regrades, behind students' grading)
 # and the preview is read with GET until it is complete.
 PREVIEW_IN_REQUEST = 25
+# A preview's jobs are queued once: asking again queues only submissions that arrived since, unless the last
+# request is this old (then whatever is still missing is queued again, should a job have failed for good).
+PREVIEW_REQUEUE_MINUTES = 10
 
 
 @router.post("/courses/{course_id}/assignments/{assignment_id}/versions/{number}/regrade",
@@ -348,9 +351,14 @@ def regrade(course_id: int, assignment_id: int, number: int, body: RegradeIn, re
                 grading.insert_grade(s, sub.id, v.id, doc, "preview", seconds, at)
             s.commit()
         elif missing:
-            for sub in missing:
+            queued_up_to = _preview_queued_up_to(s, a, v, at)
+            queue = [sub for sub in missing if sub.id > queued_up_to]
+            for sub in queue:
                 svc.queue.enqueue(s, "grade", {"submission_id": sub.id, "version_id": v.id, "how": "preview"},
                                   PRIORITY["regrade"])
+            if queue:
+                audit(s, p.user, course_id, "assignment.regrade_preview", "assignment", a.id, at,
+                      after={"version": number, "queued": len(queue), "up_to_submission": subs[-1].id})
             s.commit()
             svc.queue.notify()
         body = _preview(s, a, mem, v, subs)
@@ -361,7 +369,8 @@ def regrade(course_id: int, assignment_id: int, number: int, body: RegradeIn, re
     # and they are what a submission shows until its regrade (grading.grade_stored does the same for a
     # preview job that finishes after this).
     s.execute(update(m.Grade).where(m.Grade.version_id == v.id, m.Grade.how == "preview").values(how="regrade"))
-    for sub in missing:
+    queued_up_to = _preview_queued_up_to(s, a, v, at)   # a recent preview's jobs grade those (as regrades)
+    for sub in (x for x in missing if x.id > queued_up_to):
         svc.queue.enqueue(s, "grade", {"submission_id": sub.id, "version_id": v.id, "how": "regrade"},
                           PRIORITY["regrade"])
     if a.publish_at is not None:
@@ -391,6 +400,18 @@ def _version(s, a: m.Assignment, number: int) -> m.AssignmentVersion:
     if v is None:
         raise not_found("version not found")
     return v
+
+
+def _preview_queued_up_to(s, a: m.Assignment, v: m.AssignmentVersion, at) -> int:
+    """The newest submission id a recent preview request of version v queued jobs up to (0: none recent)."""
+    since = at - timedelta(minutes=PREVIEW_REQUEUE_MINUTES)
+    for e in s.scalars(select(m.AuditEvent).where(m.AuditEvent.object_type == "assignment",
+                                                  m.AuditEvent.object_id == a.id,
+                                                  m.AuditEvent.action == "assignment.regrade_preview",
+                                                  m.AuditEvent.at > since).order_by(m.AuditEvent.id.desc())):
+        if (e.after or {}).get("version") == v.number:
+            return int(e.after.get("up_to_submission", 0))
+    return 0
 
 
 def _graded_against(s, a: m.Assignment, v: m.AssignmentVersion) -> dict[int, m.Grade]:
