@@ -48,9 +48,10 @@ class LoadedVersion:
         self.assignment = assignment
         self.grader = grader_obj
         self.lock = threading.Lock()
-        # (database URL, variant key) -> the variant's packed reference answers (None: it has none), for every
-        # variant known to be ready: loaded again into the Grader whenever its reference cache dropped one
-        self.answers: dict[tuple, Optional[bytes]] = {}
+        # variant key -> its packed reference answers (Reference.pack_expected), from any database: a variant's
+        # answers follow from the version's content and the student's id alone. grade_payload loads them into
+        # the Grader's reference whenever it has none (also after the reference cache dropped it).
+        self.packed: dict[str, bytes] = {}
 
 
 class GraderPool:
@@ -61,8 +62,9 @@ class GraderPool:
         self.reference_cache = reference_cache
         self._versions: OrderedDict[str, LoadedVersion] = OrderedDict()
         # Per database (its URL: a process may serve several, as tests do): version id -> (content key,
-        # number), immutable rows. (The variants known to be ready are kept by each LoadedVersion.)
+        # number), immutable rows; and the (version id, variant key) pairs known to be ready.
         self._ids: dict[tuple, tuple[str, int]] = {}
+        self._ready: set[tuple] = set()
         self._lock = threading.Lock()
 
     def _key(self, session, version_id: int) -> tuple[str, int, Optional[m.AssignmentVersion]]:
@@ -106,32 +108,26 @@ class GraderPool:
                 self._versions.popitem(last=False)
         return lv
 
-    def variant_ready(self, session, lv: LoadedVersion, version_id: int, vkey: str, student: str) -> bool:
+    def variant_ready(self, session, lv: LoadedVersion, version_id: int, vkey: str) -> bool:
         """Are this variant's reference answers prepared? (A ready variant stays ready: only yes is kept.)
-        When it is, the answers the job packed are in this version's Grader (loaded again if its reference
-        cache dropped them), so grading the student here runs no model unless a diagnosis needs one."""
-        where = (session.get_bind().url, vkey)
-        if where not in lv.answers:
-            row = session.execute(select(m.Variant.answers).where(m.Variant.version_id == version_id,
-                                                                  m.Variant.key == vkey)).first()
-            if row is None:
-                return False
-            lv.answers[where] = row.answers
-        packed = lv.answers[where]
-        if packed:
-            try:
-                with lv.lock:
-                    ref = lv.grader.reference(student if lv.assignment.has_variants else None)
-                    if not ref.loaded:
-                        ref.load_expected(packed)
-            except Exception:  # noqa: BLE001 - then the reference is computed when grading, as without
-                log.exception("loading the packed reference answers of %s failed", vkey)
+        Their packed form goes to `lv.packed`, for grade_payload to load instead of running the models."""
+        where = (session.get_bind().url, version_id, vkey)
+        if where in self._ready:
+            return True
+        row = session.execute(select(m.Variant.answers).where(m.Variant.version_id == version_id,
+                                                              m.Variant.key == vkey)).first()
+        if row is None:
+            return False
+        if row.answers:
+            lv.packed.setdefault(vkey, row.answers)
+        self._ready.add(where)
         return True
 
     def clear(self) -> None:
         with self._lock:
             self._versions.clear()
             self._ids.clear()
+            self._ready.clear()
 
 
 POOL = GraderPool()
@@ -164,8 +160,16 @@ def grade_payload(lv: LoadedVersion, filename: str, payload: bytes, key: str, no
     sid = key if lv.assignment.has_variants else None
 
     shown = safe_filename(filename)
+    packed = lv.packed.get(variant_key(lv, key) if lv.assignment.has_variants else "shared")
     with lv.lock:
         lv.grader.now = now
+        if packed is not None:
+            ref = lv.grader.reference(sid)
+            if not ref.loaded:
+                try:
+                    ref.load_expected(packed)   # instead of running the models (bit for bit the same answers)
+                except Exception:  # noqa: BLE001 - then the reference is computed when grading, as without
+                    log.exception("loading packed reference answers failed; computing them")
         result = lv.grader.grade_bytes(payload, shown, sid)
     doc = result.model_dump(mode="json")
     doc["submission"] = shown
@@ -208,8 +212,8 @@ def variant_key(lv: LoadedVersion, key: str) -> str:
         return "invalid"
 
 
-def variant_ready(session, lv: LoadedVersion, version_id: int, vkey: str, student: str) -> bool:
-    return POOL.variant_ready(session, lv, version_id, vkey, student)
+def variant_ready(session, lv: LoadedVersion, version_id: int, vkey: str) -> bool:
+    return POOL.variant_ready(session, lv, version_id, vkey)
 
 
 def prepare_variants(session_factory, version_id: int, keys: Optional[list[str]], clock) -> int:

@@ -233,7 +233,7 @@ def _store_and_grade(svc, s, course_id: int, assignment_id: int, request: Reques
     lv = grading.POOL.get(s, version_id)
     skey = mem.student_key or p.user.username
     vkey = grading.variant_key(lv, skey) if lv.assignment.has_variants else "shared"
-    ready = grading.variant_ready(s, lv, version_id, vkey, skey)
+    ready = grading.variant_ready(s, lv, version_id, vkey)
     sub = m.Submission(assignment_id=a.id, user_id=p.user.id, number=(last_number or 0) + 1, version_id=version_id,
                        received_at=at, idempotency_key=key, filename=filename, payload=payload, sha256=digest,
                        size=len(payload))
