@@ -252,20 +252,25 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         now = settings.clock.now()
         with svc.sessions() as s:
             depth = svc.queue.depth(s)
-            submissions = s.scalar(select(func.count()).select_from(m.Submission))
-            grades = s.scalar(select(func.count()).select_from(m.Grade))
+            # Counters from the newest ids (one index read each, where count(*) read every row: 30 ms each at
+            # 300,000 submissions); they never go down, also when a course's rows are deleted.
+            submissions = s.scalar(select(func.coalesce(func.max(m.Submission.id), 0)))
+            grades = s.scalar(select(func.coalesce(func.max(m.Grade.id), 0)))
             graded, latency, work = latency_quantiles(s, now - timedelta(minutes=15))
-            ungraded, oldest = grading.ungraded_count(s)
+            ungraded, oldest = grading.ungraded_count(s, now - timedelta(days=1))
             s.rollback()
         lines = ["# HELP cnnspec_queue_depth Grading jobs waiting or running.", "# TYPE cnnspec_queue_depth gauge",
                  f"cnnspec_queue_depth {depth}",
-                 "# HELP cnnspec_ungraded_submissions Stored submissions without a grade for the version they "
-                 "were received under (grading in a request or a job, or waiting for the sweep).",
+                 "# HELP cnnspec_ungraded_submissions Submissions received in the last 24 hours without a grade "
+                 "for the version they were received under (grading in a request or a job, or waiting for the "
+                 "sweep).",
                  "# TYPE cnnspec_ungraded_submissions gauge", f"cnnspec_ungraded_submissions {ungraded}",
                  "# HELP cnnspec_oldest_ungraded_seconds Age of the oldest of them (0 when there is none).",
                  "# TYPE cnnspec_oldest_ungraded_seconds gauge",
                  f"cnnspec_oldest_ungraded_seconds {max(0.0, (now - oldest).total_seconds()) if oldest else 0.0:.3f}",
+                 "# HELP cnnspec_submissions_total Submissions stored (ids issued).",
                  "# TYPE cnnspec_submissions_total counter", f"cnnspec_submissions_total {submissions}",
+                 "# HELP cnnspec_grades_total Grades stored (ids issued).",
                  "# TYPE cnnspec_grades_total counter", f"cnnspec_grades_total {grades}",
                  "# HELP cnnspec_grading_latency_seconds Receipt to grade, last 15 minutes.",
                  "# TYPE cnnspec_grading_latency_seconds summary"]

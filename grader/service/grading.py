@@ -328,12 +328,14 @@ def ungraded(session, before: datetime, limit: int) -> list[tuple[int, int]]:
                                               .order_by(S.id).limit(limit)).all()]
 
 
-def ungraded_count(session) -> tuple[int, Optional[datetime]]:
-    """(how many stored submissions have no grade for the version they were received under, the oldest one's
-    receipt time or None): what /metrics reports, so a stuck sweep or missing worker shows."""
+def ungraded_count(session, since: datetime) -> tuple[int, Optional[datetime]]:
+    """(how many submissions received after `since` have no grade for the version they were received under,
+    the oldest one's receipt time or None): what /metrics reports, so a stuck sweep or missing worker shows.
+    A window, so a scrape does not join every submission ever stored (150 ms at 300,000 on PostgreSQL)."""
     S, G = m.Submission, m.Grade
     graded = exists().where(G.submission_id == S.id, G.version_id == S.version_id)
-    count, oldest = session.execute(select(func.count(), func.min(S.received_at)).where(~graded)).one()
+    count, oldest = session.execute(select(func.count(), func.min(S.received_at))
+                                    .where(S.received_at > since, ~graded)).one()
     return count, (oldest.replace(tzinfo=timezone.utc) if oldest is not None and oldest.tzinfo is None else oldest)
 
 

@@ -200,7 +200,8 @@ class Submission(Base):
     size: Mapped[int] = mapped_column(Integer)
     __table_args__ = (UniqueConstraint("user_id", "assignment_id", "idempotency_key"),
                       UniqueConstraint("user_id", "assignment_id", "number"),
-                      Index("ix_submissions_assignment_user_received", "assignment_id", "user_id", "received_at"))
+                      Index("ix_submissions_assignment_user_received", "assignment_id", "user_id", "received_at"),
+                      Index("ix_submissions_received_at", "received_at"))   # /metrics' window of recent ones
 
 
 class Grade(Base):
@@ -217,7 +218,8 @@ class Grade(Base):
     how: Mapped[str] = mapped_column(String(20))        # request | job | sweep | regrade | preview
     grading_seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime]
-    __table_args__ = (UniqueConstraint("submission_id", "version_id"),)
+    __table_args__ = (UniqueConstraint("submission_id", "version_id"),
+                      Index("ix_grades_created_at", "created_at"))                # /metrics' latency window
 
 
 class GradeOverride(Base):
