@@ -123,8 +123,8 @@ def make_step(runtime: str, spec_name: str, batch: int, task: str, dtype: str):
     if runtime != "torch":
         raise ValueError(f"unknown runtime {runtime!r}")
     import torch
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from torch_reference import torch_forward, torch_loss
+    sys.path.insert(0, str(ROOT / "tests" / "fixtures"))   # the PyTorch rebuild the fixtures are made with
+    from torch_layers import torch_forward, torch_loss
     torch.set_num_threads(THREADS)
     tdtype = getattr(torch, dtype)
     params = {k: torch.tensor(v, dtype=tdtype, requires_grad=True) for k, v in model.params.items()}
