@@ -2,6 +2,7 @@
 
     python benchmarks/profile_ops.py                          # bench-cnn, float64 training step
     python benchmarks/profile_ops.py specs/lenet5.yaml --batch 64 --dtype float32 --task forward
+    python benchmarks/profile_ops.py --no-rewrite             # one op per layer: each rewrite's share
 
 Each op's forward and backward are wrapped with a timer (the whole call, including its threads), the fused
 ops of the exact rewrites (cnnspec/rewrite.py) under their own names (batchnorm_relu, maxpool_relu); "other"
@@ -31,10 +32,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     parser.add_argument("--task", default="train_step", choices=["train_step", "forward"])
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--no-rewrite", action="store_true", help="one op per layer (compile(rewrite=False)): "
+                        "with and without, the rows show each exact rewrite's share")
     args = parser.parse_args(argv)
 
     keep_freed_memory()
-    model = cnnspec.compile(args.spec, dtype=args.dtype)
+    model = cnnspec.compile(args.spec, dtype=args.dtype, rewrite=not args.no_rewrite)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.batch, *model.spec.input.shape)).astype(args.dtype)
     y = rng.integers(0, model.shapes[model.output_name][0], args.batch)
