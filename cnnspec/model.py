@@ -182,6 +182,17 @@ class Model:
         return limits.estimate(self.graph, batch, self.dtype, train=train, backward=backward, step=step,
                                given_input=given_input, extra=extra)
 
+    def _pass_estimate(self, batch: int, **kwargs) -> limits.Estimate:
+        """limits.estimate for forward's and backward's checks, remembered: it depends only on the graph, the
+        dtype and these arguments (ints and bools), and a training loop asks the same question every step."""
+        key = (batch, str(self.dtype), *sorted(kwargs.items()))
+        memo = self.__dict__.setdefault("_estimates", {})  # shared with astype's copies: the dtype is in the key
+        if key not in memo:
+            if len(memo) >= 64:  # a few batch sizes in practice; never unbounded
+                memo.clear()
+            memo[key] = limits.estimate(self.graph, batch, self.dtype, **kwargs)
+        return memo[key]
+
     def check_memory(self, batch: int, advice: str = "use a smaller batch", **kwargs) -> limits.Estimate:
         """memory_estimate(batch, **kwargs), or MemoryLimitError when it exceeds `max_memory`."""
         return limits.require(self.memory_estimate(batch, **kwargs), self.max_memory, advice)
@@ -215,9 +226,8 @@ class Model:
             raise DataError("input batch is empty (N = 0)")
         given = self.input_copy_bytes(x)
         # What the model holds now (gradients, momentum) stays while this forward runs.
-        est = limits.estimate(self.graph, x.shape[0], self.dtype, train=train, gradients=self._nbytes(self.grads),
-                              momentum=self._nbytes(self.velocity), given_input=given)
-        limits.require(est, self.max_memory)
+        limits.require(self._pass_estimate(x.shape[0], train=train, gradients=self._nbytes(self.grads),
+                                           momentum=self._nbytes(self.velocity), given_input=given), self.max_memory)
         self._batch = (x.shape[0], train, given)
         return np.ascontiguousarray(self._to_internal(x.astype(self.dtype, copy=False)))
 
@@ -278,8 +288,8 @@ class Model:
         else:
             dout = self._to_internal(np.asarray(dout, dtype=self.dtype))
         batch, train, given = self._batch
-        limits.require(limits.estimate(self.graph, batch, self.dtype, train=train, backward=True,
-                                       momentum=self._nbytes(self.velocity), given_input=given), self.max_memory)
+        limits.require(self._pass_estimate(batch, train=train, backward=True, momentum=self._nbytes(self.velocity),
+                                           given_input=given), self.max_memory)
         self.grads = {}  # the previous gradients go before the new ones are allocated
         douts: dict[str, np.ndarray] = {self.graph.output: dout}
         grads = {k: np.zeros_like(v) for k, v in self.params.items()}

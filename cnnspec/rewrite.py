@@ -40,8 +40,8 @@ class Step:
 @dataclass(frozen=True)
 class Deferred:
     """How to compute a layer's activation the plan does not keep, from `source`: with kind "op", the layer's
-    own op (`op`, `attrs`) applied to the value named `source`; with kind "batchnorm_output", the batch norm
-    output inside the fused step named `source` (recomputed from its cache)."""
+    own op (`op`, `attrs`) applied to the value named `source`; with kind "inner", the batch norm output
+    inside the fused step named `source`, of fused op `op` (recomputed from its cache)."""
 
     kind: str
     source: str
@@ -55,8 +55,8 @@ class Deferred:
         if self.kind == "op":
             from .ops import OPS
             return OPS[self.op].forward(self.attrs, [value(self.source)], {}, {}, False, None)[0]
-        from .ops.fused import batchnorm_output
-        return batchnorm_output(caches[self.source])
+        from .ops.fused import inner_output
+        return inner_output(self.op, caches[self.source])
 
 
 @dataclass
@@ -170,12 +170,56 @@ def batchnorm_relu(plan: Plan, graph: Graph) -> None:
         j = plan.steps.index(relu)
         plan.steps[j] = replace(norm, name=relu.name, type="batchnorm_relu", shape=relu.shape)
         del plan.steps[i]
-        plan.deferred[norm.name] = Deferred("batchnorm_output", relu.name,
-                                            f"batchnorm_relu: recomputed from the cache of '{relu.name}'")
+        plan.deferred[norm.name] = Deferred("inner", relu.name,
+                                            f"batchnorm_relu: recomputed from the cache of '{relu.name}'",
+                                            op="batchnorm_relu")
         plan.applied.append(f"batchnorm_relu: '{norm.name}' and '{relu.name}' in one op")
 
 
-PASSES: tuple[Callable[[Plan, Graph], None], ...] = (relu_after_maxpool, batchnorm_relu)
+def batchnorm_after_maxpool(plan: Plan, graph: Graph) -> None:
+    """batchnorm -> maxpool_relu (a relu moved after its pool by relu_after_maxpool) becomes one op
+    (ops/fused.batchnorm_maxpool_relu) that, in evaluation mode, pools first and normalises a quarter of the
+    values (2x2 windows). Applies where the pool is the batch norm's only reader; the batch norm's
+    activation is then deferred (recomputed from the fused op's cache). In training the op runs the batch
+    norm and then the pool, as before: batch statistics are not elementwise.
+
+    Proof, for evaluation mode. The batch norm there is f(x) = fl(fl(x * s) + t) per channel, with s and t
+    computed once from the parameters and running statistics. The op pools first only when every channel
+    has a finite s > 0 and a finite t (otherwise it runs the two layers in order). Then f is non-decreasing
+    over the extended reals (each rounding is), sends NaN to a NaN of the same bits (x * s and + t return
+    the NaN operand) and no number to NaN (+-inf * s = +-inf, and +-inf + t = +-inf for a finite t); the
+    pool's -inf padding maps to -inf, so the padding may be added before or after f. Per window, with the
+    relu after the pool (np.maximum(v, 0), +0.0 for every v <= 0):
+      (a) the window has a NaN: f keeps NaN positions as NaN, so np.maximum propagates a NaN in both
+          orders, from the same position (which NaN it propagates depends on the positions alone), with the
+          same bits; relu keeps it.
+      (b) no NaN: f(max x) and max f(x) are equal numbers (f is non-decreasing), so they differ at most in
+          the sign of a zero, and relu sends both zeros to +0.0; a non-zero result has the same bits.
+    The forward's output is therefore the same bits. The backward recomputes the batch norm's full output
+    from x with the same operations and then runs the two layers' backward passes, as evaluation mode's
+    max pool always recomputes its argmax; the deferred activation is that same recomputation.
+    """
+    i = 0
+    while i < len(plan.steps):
+        norm = plan.steps[i]
+        pool = _only_reader(plan, graph, norm, "maxpool_relu") if norm.type == "batchnorm" else None
+        if pool is None:
+            i += 1
+            continue
+        j = plan.steps.index(pool)
+        plan.steps[j] = replace(pool, type="batchnorm_maxpool_relu", inputs=norm.inputs,
+                                attrs={"batchnorm": norm.attrs, "maxpool": pool.attrs}, layer=norm.layer,
+                                params=norm.params, buffers=norm.buffers)
+        del plan.steps[i]
+        plan.deferred[norm.name] = Deferred("inner", pool.name,
+                                            f"batchnorm_after_maxpool: recomputed from the cache of '{pool.name}'",
+                                            op="batchnorm_maxpool_relu")
+        plan.applied.append(f"batchnorm_after_maxpool: '{norm.name}' and '{pool.name}' in one op; in "
+                            f"evaluation mode the batch norm runs after the pool, on "
+                            f"{_fraction(norm.shape, pool.shape)} of the values")
+
+
+PASSES: tuple[Callable[[Plan, Graph], None], ...] = (relu_after_maxpool, batchnorm_after_maxpool, batchnorm_relu)
 
 
 def _fraction(before: Shape, after: Shape) -> str:
@@ -184,4 +228,5 @@ def _fraction(before: Shape, after: Shape) -> str:
     return f"{a}/{b}" if b % a else f"1/{b // a}"
 
 
-__all__ = ["Deferred", "PASSES", "Plan", "Step", "batchnorm_relu", "build", "plain", "relu_after_maxpool"]
+__all__ = ["Deferred", "PASSES", "Plan", "Step", "batchnorm_after_maxpool", "batchnorm_relu", "build", "plain",
+           "relu_after_maxpool"]

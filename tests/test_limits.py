@@ -196,6 +196,19 @@ def test_backward_is_refused_when_only_the_forward_fits():
         model.backward()
 
 
+def test_remembered_estimates_are_per_dtype_and_per_batch():
+    # Model remembers forward's estimate per question; a float64 copy of a float32 model asks anew.
+    spec = cnnspec.load_spec(LECTURE_CNN)
+    fits32 = limits.estimate(spec.graph, 4, "float32").total
+    model = cnnspec.compile(spec, dtype="float32", max_memory=fits32 + fits32 // 4)
+    model.forward(np.zeros((4, 100, 100, 3), np.float32))
+    model.forward(np.zeros((4, 100, 100, 3), np.float32))  # the remembered answer: still fits
+    with pytest.raises(MemoryLimitError, match="a batch of 4 in float64"):  # the same float32 input
+        model.astype("float64").forward(np.zeros((4, 100, 100, 3), np.float32))
+    with pytest.raises(MemoryLimitError, match="a batch of 8 in float32"):
+        model.forward(np.zeros((8, 100, 100, 3), np.float32))
+
+
 def test_the_estimate_grows_with_the_batch_and_the_task():
     g = cnnspec.load_spec(SPECS / "bench_cnn.yaml").graph
     one, many = limits.estimate(g, 1), limits.estimate(g, 32)

@@ -202,7 +202,63 @@ def test_batchnorm_relu_bit_for_bit(dtype, bn, tail):
         plan = compare(text, x, target, dtype, weights=quantised_weights(rng) if quantise else None)
         kinds = [s.type for s in plan.steps]
         assert ("batchnorm_relu" in kinds) == ("pool" not in tail and "twice" not in tail), kinds
-        assert ("maxpool_relu" in kinds) == ("pool" in tail)
+        assert ("batchnorm_maxpool_relu" in kinds) == ("pool" in tail)  # the relu moves after the pool
+
+
+BN_RELU_POOL = """
+cnnspec: 1
+name: bn-relu-pool
+input: {{shape: [4, 6, 6]}}
+layers:
+  - {{name: bn, type: batchnorm{bn}}}
+  - {{name: act, type: relu}}
+  - {{name: pool, type: maxpool, kernel: {kernel}{extra}}}
+  - {{name: flatten, type: flatten}}
+  - {{name: fc, type: dense, units: 3}}
+loss: {{type: mse}}
+"""
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("bn, kernel, extra", [("", 2, ""), (", affine: false", 2, ""), ("", 3, ", padding: 1"),
+                                               ("", 2, ", stride: 3"), ("", 2, ", ceil_mode: true")])
+@pytest.mark.parametrize("weights", ["positive", "one negative", "one zero", "one huge"])
+def test_batchnorm_after_maxpool_in_evaluation_mode(dtype, bn, kernel, extra, weights):
+    """The pool runs first in evaluation mode only when every channel's map is increasing; either way every
+    number is the unfused model's, on inputs with ties, signed zeros, infinities and NaN."""
+    text = BN_RELU_POOL.format(bn=bn, kernel=kernel, extra=extra)
+    rng = np.random.default_rng(kernel + len(extra) + len(weights))
+    plain, fast = (cnnspec.compile(loads_spec(text), dtype=dtype, rewrite=r) for r in (False, True))
+    assert [s.type for s in fast.plan.steps][0] == "batchnorm_maxpool_relu"
+    params = {k: rng.integers(-2, 3, size=v.shape) * 0.25 for k, v in plain.params.items()}
+    buffers = {"bn.running_mean": rng.integers(-2, 3, size=4) * 0.5, "bn.running_var": np.array([0.25, 1, 4, 2.0])}
+    if "bn.weight" in params:
+        params["bn.weight"] = np.array([0.5, 1.0, 2.0, 0.25])
+        params["bn.bias"] = np.array([0.0, -0.0, 0.5, -1.0])
+        if weights != "positive":
+            params["bn.weight"][1] = {"one negative": -1.0, "one zero": 0.0, "one huge": 1e300}[weights]
+    elif weights == "one huge":
+        buffers["bn.running_var"][2] = -1e-5  # running_var + eps = 0: an infinite scale
+    for model in (plain, fast):
+        model.set_weights({**params, **buffers})
+    x = hard_values(rng, (5, 4, 6, 6), dtype)
+    target = rng.standard_normal((5, 3))
+    seen = []
+    for model in (plain, fast):
+        with np.errstate(all="ignore"):
+            out = model.forward(x, train=False)
+            loss = model.loss(out, target)
+            grads = model.backward()
+        seen.append([np.array(out), np.float64(loss), *(np.array(grads[k]) for k in sorted(grads)),
+                     np.array(model.input_grad), *(np.array(model.activations[n]) for n in model.graph.nodes)])
+    for i, (a, b) in enumerate(zip(*seen)):
+        assert_same(a, b, f"observable {i}")
+    # Which order ran: the pool first unless a channel's map is not increasing (a weight <= 0, or an infinite
+    # scale: 1e300 in float32, or running_var + eps == 0); without affine parameters the weights play no part.
+    affine = "bn.weight" in params
+    increasing = {"positive": True, "one negative": not affine, "one zero": not affine,
+                  "one huge": affine and dtype == "float64"}[weights]
+    assert (fast._tape[0][1][0] == "pooled") == increasing
 
 
 # ------------------------------------------------------------------ random specs
@@ -309,10 +365,10 @@ def test_passes_fire_on_bench_cnn():
     """If a pass silently stopped applying, the benchmark would lose its speed and nothing else would say so."""
     model = cnnspec.compile(ROOT / "specs" / "bench_cnn.yaml")
     kinds = [s.type for s in model.plan.steps]
-    assert kinds == ["conv2d", "batchnorm", "maxpool_relu", "conv2d", "batchnorm", "maxpool_relu", "flatten",
-                     "dense"]
-    assert set(model.plan.deferred) == {"relu1", "relu2"}
-    assert [line.split(":")[0] for line in model.plan.applied] == ["relu_after_maxpool"] * 2
+    assert kinds == ["conv2d", "batchnorm_maxpool_relu", "conv2d", "batchnorm_maxpool_relu", "flatten", "dense"]
+    assert set(model.plan.deferred) == {"relu1", "relu2", "bn1", "bn2"}
+    assert [line.split(":")[0] for line in model.plan.applied] == (["relu_after_maxpool"] * 2
+                                                                   + ["batchnorm_after_maxpool"] * 2)
     off = cnnspec.compile(ROOT / "specs" / "bench_cnn.yaml", rewrite=False)
     assert [s.type for s in off.plan.steps] == [n.type for n in off.graph.nodes.values()]
 

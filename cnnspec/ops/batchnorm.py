@@ -12,6 +12,8 @@ cut by the thread count would make results depend on it.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ..errors import DataError
@@ -59,36 +61,74 @@ def _row_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("cm,cm->c", a, b)  # measured 2x faster than np.vecdot here (which calls BLAS)
 
 
+def _weight_bias(params, C: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    w, b = params.get("weight"), params.get("bias")
+    return (np.ones(C, dtype) if w is None else w), (np.zeros(C, dtype) if b is None else b)
+
+
+class EvalFold(NamedTuple):
+    """Evaluation mode's batch norm as one affine map per channel, out = x * scale + shift, and what its
+    backward reads. Arrays made when it is made: a later optimizer step (which replaces the parameters)
+    does not change them."""
+    scale: np.ndarray
+    shift: np.ndarray
+    weight: np.ndarray
+    invstd: np.ndarray
+    running_mean: np.ndarray
+    affine: bool  # the layer has weight and bias parameters
+
+
+def eval_fold(attrs, params, buffers, C: int, dtype) -> EvalFold:
+    w, b = _weight_bias(params, C, dtype)
+    invstd = 1.0 / np.sqrt(buffers["running_var"] + attrs.get("eps", 1e-5))
+    scale = w * invstd
+    shift = b - buffers["running_mean"] * scale
+    return EvalFold(scale, shift, w, invstd, buffers["running_mean"], params.get("weight") is not None)
+
+
+def apply_fold(x: np.ndarray, fold: EvalFold, relu: bool) -> np.ndarray:
+    """x * scale + shift per channel (then relu when asked): the element operations of evaluation mode,
+    whatever array they run on (ops/fused.py runs them on a max pool's output). Batch-last."""
+    return _unrows(_affine_rows(_rows(x), fold, relu), x.shape)
+
+
+def _affine_rows(rows: np.ndarray, fold: EvalFold, relu: bool) -> np.ndarray:
+    out = np.empty_like(rows)
+    scale, shift = fold.scale, fold.shift
+
+    def affine(cs):
+        np.multiply(rows[cs], scale[cs, None], out=out[cs])
+        out[cs] += shift[cs, None]
+        if relu:
+            np.maximum(out[cs], 0, out=out[cs])  # what ops/activations.relu computes
+
+    _blocks(affine, rows)
+    return out
+
+
+def evaluate(x: np.ndarray, fold: EvalFold, relu: bool = False):
+    """Evaluation mode's forward: (out, cache) as forward(train=False) returns them."""
+    rows = _rows(x)
+    out = _affine_rows(rows, fold, relu)
+    cache = ("eval", rows, fold.running_mean, fold.invstd, fold.weight, fold.affine,
+             (rows, fold.scale, fold.shift, out, x.shape) if relu else None)
+    return _unrows(out, x.shape), cache
+
+
 def forward(attrs, xs, params, buffers, train, rng, relu=False):
     """x: (N, C, H, W) or (N, C); weight, bias, running_mean, running_var: (C,) -> out: same as x.
 
     relu: return relu(out) instead, applied to each slice of channels as soon as it is normalised (the
     fused batchnorm_relu of ops/fused.py); the cache then holds what `output_from_cache` needs."""
     (x,) = xs
+    if not train:
+        out, cache = evaluate(x, eval_fold(attrs, params, buffers, x.shape[1], x.dtype), relu)
+        return out, cache, {}
     C = x.shape[1]
     eps = attrs.get("eps", 1e-5)
-    w, b = params.get("weight"), params.get("bias")
-    w = np.ones(C, x.dtype) if w is None else w
-    b = np.zeros(C, x.dtype) if b is None else b
+    w, b = _weight_bias(params, C, x.dtype)
     rows = _rows(x)
     out = np.empty_like(rows)
-
-    if not train:
-        invstd = 1.0 / np.sqrt(buffers["running_var"] + eps)
-        scale = w * invstd
-        shift = b - buffers["running_mean"] * scale
-
-        def affine(cs):
-            np.multiply(rows[cs], scale[cs, None], out=out[cs])
-            out[cs] += shift[cs, None]
-            if relu:
-                np.maximum(out[cs], 0, out=out[cs])  # what ops/activations.relu computes
-
-        _blocks(affine, rows)
-        cache = ("eval", rows, buffers["running_mean"], invstd, w, params.get("weight") is not None,
-                 (rows, scale, shift, out, x.shape) if relu else None)
-        return _unrows(out, x.shape), cache, {}
-
     m = rows.shape[1]
     if m < 2:
         raise DataError(f"batchnorm in training needs more than 1 value per channel, got input shape {x.shape}: "

@@ -1,19 +1,20 @@
-"""Fused ops: two layers computed in one op, for the exact rewrites of cnnspec/rewrite.py.
+"""Fused ops: several layers computed in one op, for the exact rewrites of cnnspec/rewrite.py.
 
 They are not layer types (a spec cannot name them, and OPS lists only layer types); the rewrite stage puts
-them in a model's execution plan where their result is bit for bit the two layers'. Each computes exactly
-the element operations of its two layers (the same ufuncs on the same values, reductions over the same
-slices), only without a full pass over memory between them, so its results are the unfused ones by
-construction; rewrite.py states when replacing the two layers by one is exact.
+them in a model's execution plan where their result is bit for bit the layers'. Each computes the element
+operations of its layers (the same ufuncs, reductions over the same slices), without a full pass over
+memory between them, and some in another order (a relu or an evaluation-mode batch norm after the pool
+instead of before); rewrite.py proves each exact where its pass applies it.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from . import parallel
-from .batchnorm import backward as _bn_backward, forward as _bn_forward, output_from_cache
+from .batchnorm import apply_fold, backward as _bn_backward, eval_fold, evaluate as _bn_evaluate, \
+    forward as _bn_forward, output_from_cache
 from .op import Op
-from .pooling import _argmax, _maxpool_forward, _scatter
+from .pooling import _argmax, _maxpool, _maxpool_forward, _scatter
 
 
 def _maxpool_relu_forward(attrs, xs, params, buffers, train, rng):
@@ -44,7 +45,7 @@ def _maxpool_relu_backward(attrs, dout, cache):
 
 def _batchnorm_relu_forward(attrs, xs, params, buffers, train, rng):
     """x: (N, C, H, W) or (N, C) -> relu(batchnorm(x)); each slice of channels gets its relu while it is
-    still in cache. The batch norm output is not kept: `batchnorm_output(cache)` recomputes it."""
+    still in cache. The batch norm output is not kept: `inner_output` recomputes it."""
     return _bn_forward(attrs, xs, params, buffers, train, rng, relu=True)
 
 
@@ -52,12 +53,56 @@ def _batchnorm_relu_backward(attrs, dout, cache):
     return _bn_backward(attrs, dout, cache, relu=True)
 
 
-def batchnorm_output(cache) -> np.ndarray:
-    """The batch norm output inside a batchnorm_relu (for model.activations), bit for bit the unfused op's."""
-    return output_from_cache(cache)
+def _batchnorm_maxpool_relu_forward(attrs, xs, params, buffers, train, rng):
+    """x: (N, C, H, W) -> relu(maxpool(batchnorm(x))), batch-last; attrs: {"batchnorm": ..., "maxpool": ...},
+    the batch norm layer's parameters and buffers.
+
+    In evaluation mode, when every channel's map x * scale + shift has a finite scale > 0 and a finite shift
+    (rewrite.batchnorm_after_maxpool proves that exact), the pool runs first, on x, and the batch norm on a
+    quarter of the values (2x2 windows); the cache keeps x and the map to recompute the rest on demand.
+    Otherwise (training: batch statistics are not elementwise) the two ops run one after the other."""
+    bn_attrs, pool_attrs = attrs["batchnorm"], attrs["maxpool"]
+    (x,) = xs
+    if not train:
+        fold = eval_fold(bn_attrs, params, buffers, x.shape[1], x.dtype)
+        if _increasing(fold):
+            out = apply_fold(_maxpool(pool_attrs, x, with_argmax=False)[0], fold, relu=True)
+            return out, ("pooled", x, fold, out), {}
+    z, bn_cache, updates = _bn_forward(bn_attrs, xs, params, buffers, train, rng)
+    out, pool_cache, _ = _maxpool_relu_forward(pool_attrs, [z], {}, {}, train, rng)
+    return out, ("plain", z, bn_cache, pool_cache), updates
+
+
+def _increasing(fold) -> bool:
+    """x * scale + shift is non-decreasing in x and sends no number to NaN, in every channel."""
+    return bool(np.all(fold.scale > 0) and np.isfinite(fold.scale).all() and np.isfinite(fold.shift).all())
+
+
+def _batchnorm_maxpool_relu_backward(attrs, dout, cache):
+    if cache[0] == "pooled":  # recompute what the unfused evaluation-mode forward kept
+        _, x, fold, out = cache
+        z, bn_cache = _bn_evaluate(x, fold)
+        pool_cache = (("eval", z), out)
+    else:
+        _, z, bn_cache, pool_cache = cache
+    (dz,), _ = _maxpool_relu_backward(attrs["maxpool"], dout, pool_cache)
+    return _bn_backward(attrs["batchnorm"], dz, bn_cache)
+
+
+def inner_output(op: str, cache) -> np.ndarray:
+    """The first layer's output inside fused step `op` (for model.activations), bit for bit the unfused op's:
+    the batch norm's output inside batchnorm_relu or batchnorm_maxpool_relu."""
+    if op == "batchnorm_relu":
+        return output_from_cache(cache)
+    if cache[0] == "pooled":
+        _, x, fold, _ = cache
+        return _bn_evaluate(x, fold)[0]
+    return cache[1]
 
 
 maxpool_relu = Op("maxpool_relu", _maxpool_relu_forward, _maxpool_relu_backward)
 batchnorm_relu = Op("batchnorm_relu", _batchnorm_relu_forward, _batchnorm_relu_backward)
+batchnorm_maxpool_relu = Op("batchnorm_maxpool_relu", _batchnorm_maxpool_relu_forward,
+                            _batchnorm_maxpool_relu_backward)
 
-FUSED: dict[str, Op] = {op.name: op for op in (maxpool_relu, batchnorm_relu)}
+FUSED: dict[str, Op] = {op.name: op for op in (maxpool_relu, batchnorm_relu, batchnorm_maxpool_relu)}
