@@ -153,6 +153,17 @@ def test_relu_then_maxpool_on_hard_inputs(dtype, kernel, stride, extra, fires, a
     assert ("act" in plan.deferred) == (fires and act == "relu")
 
 
+@pytest.mark.parametrize("kernel", [9, 12, 16])  # 81, 144, 256 window offsets: the index types' edges
+def test_relu_then_maxpool_with_large_windows(kernel):
+    rng = np.random.default_rng(kernel)
+    text = RELU_POOL.format(act="relu", kernel=kernel, stride=kernel, extra="").replace("[2, 6, 6]", "[2, 16, 16]")
+    x = hard_values(rng, (3, 2, 16, 16), "float64")
+    x[0, 0] = -1.0  # an all-negative window whose maximum is its last value: argmax + kh*kw must not wrap
+    x[0, 0, kernel - 1, kernel - 1] = -0.5
+    plan = compare(text, x, rng.standard_normal((3, 3)), "float64")
+    assert plan.applied
+
+
 def test_nan_gradient_reaches_the_input_in_both_plans():
     # relu's backward passes the gradient through NaN (PyTorch); the pool sends it to the window's last NaN
     x = np.zeros((2, 2, 6, 6))

@@ -27,7 +27,7 @@ def _maxpool_relu_forward(attrs, xs, params, buffers, train, rng):
 
 def _maxpool_relu_backward(attrs, dout, cache):
     """relu's backward then maxpool's, in maxpool's one pass: a window whose relu output is 0 gets an argmax
-    that is no offset, so maxpool's dout * (argmax == k) is dout * 0 at each of its values.
+    that is no offset (argmax + kh*kw), so maxpool's dout * (argmax == k) is dout * 0 at each of its values.
 
     That is bit for bit relu's dout * (out != 0) followed by maxpool's * (argmax == k): multiplying by two
     factors in {0, 1} one after the other gives dout when both are 1, and dout * 0 otherwise (dout * 0 * 0
@@ -36,10 +36,14 @@ def _maxpool_relu_backward(attrs, dout, cache):
     pool_cache, out = cache
     argmax, x_shape = _argmax(attrs, pool_cache)
     kernel = attrs["kernel"]
-    none = kernel[0] * kernel[1]  # no window offset has this index
-    index = argmax if none <= np.iinfo(argmax.dtype).max else argmax.astype(np.int32)
-    keep = parallel.batch_last(out) != 0
-    masked = np.where(keep, index, np.array(none, index.dtype))
+    none = kernel[0] * kernel[1]  # no window offset has this index, nor any larger one
+    # argmax + none where relu's output is 0: arithmetic on contiguous arrays (np.where over a random mask
+    # measured 20x slower here)
+    dtype = argmax.dtype if 2 * none - 1 <= np.iinfo(argmax.dtype).max else np.dtype(np.int32)
+    masked = np.equal(parallel.batch_last(out), 0)
+    masked = masked.view(np.uint8) if dtype == np.uint8 else masked.astype(dtype)
+    masked *= dtype.type(none)
+    masked += argmax
     return [_scatter(attrs, dout, masked, x_shape)], {}
 
 
