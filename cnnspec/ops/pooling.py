@@ -60,8 +60,9 @@ def _max_and_argmax(windows: list[np.ndarray], out: np.ndarray, argmax: np.ndarr
     np.copyto(out, windows[0])
     argmax[...] = 0
     for k in range(1, len(windows)):
-        won = windows[k] > out
-        np.maximum(argmax, np.multiply(won, k, dtype=argmax.dtype), out=argmax)
+        won = np.greater(windows[k], out).view(np.uint8).astype(argmax.dtype, copy=False)
+        won *= argmax.dtype.type(k)  # k * won in place (the bools' bytes, as 0/1 of the index type)
+        np.maximum(argmax, won, out=argmax)
         np.maximum(out, windows[k], out=out)  # equals the winner where won; NaN-propagating
     if np.isnan(out).any():  # rare: redo the index with PyTorch's NaN rule
         argmax[...] = 0
