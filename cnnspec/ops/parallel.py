@@ -18,6 +18,7 @@ decides speed.
 """
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, TypeVar
 
@@ -47,12 +48,22 @@ def slices(n: int, elements: int) -> list[slice]:
 
 def batch_last(x: np.ndarray) -> np.ndarray:
     """(N, C, ...) -> the (C, ..., N) view of the same memory (contiguous when x is stored batch-last)."""
-    return np.moveaxis(x, 0, -1)
+    return x.transpose(_last(x.ndim))  # np.moveaxis(x, 0, -1), without its argument checks (~10x the cost)
 
 
 def batch_first(t: np.ndarray) -> np.ndarray:
     """(C, ..., N) -> its (N, C, ...) view; the inverse of batch_last."""
-    return np.moveaxis(t, -1, 0)
+    return t.transpose(_first(t.ndim))  # np.moveaxis(t, -1, 0)
+
+
+@functools.cache
+def _last(ndim: int) -> tuple[int, ...]:
+    return tuple(range(1, ndim)) + (0,)
+
+
+@functools.cache
+def _first(ndim: int) -> tuple[int, ...]:
+    return (ndim - 1,) + tuple(range(ndim - 1))
 
 
 def contiguous(a: np.ndarray) -> np.ndarray:
