@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"{Path(args.spec).stem}, batch {args.batch}, {args.dtype} {args.task}: {total:.2f} ms per step")
     for (name, direction), seconds in sorted(times.items(), key=lambda kv: -kv[1]):
-        print(f"  {name:15s} {direction:9s} {seconds / args.repeats * 1000:7.2f} ms")
-    print(f"  {'other':25s} {total - sum(times.values()) / args.repeats * 1000:7.2f} ms")
+        print(f"  {name:22s} {direction:9s} {seconds / args.repeats * 1000:7.2f} ms")
+    print(f"  {'other':32s} {total - sum(times.values()) / args.repeats * 1000:7.2f} ms")
 
 
 if __name__ == "__main__":

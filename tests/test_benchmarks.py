@@ -229,6 +229,23 @@ def test_profile_ops_prints_every_op_of_the_step(capsys):
     assert OPS == before and FUSED == fused_before  # the timers are taken off again
 
 
+def test_rewrite_shares_adds_the_passes_one_at_a_time(capsys):
+    """One row per pass, cumulative in PASSES order, after the plan without rewrites; the plans it times are
+    the ones those passes build (bench-cnn: both relu moves, then both batch-norm moves)."""
+    import rewrite_shares
+    from cnnspec import rewrite
+    graph = __import__("cnnspec").load_spec(ROOT / "specs" / "bench_cnn.yaml").graph
+    assert not rewrite_shares.plan_with(graph, ()).applied
+    assert rewrite_shares.plan_with(graph, rewrite.PASSES).applied == rewrite.build(graph).applied
+    rewrite_shares.main(["--batch", "2", "--rounds", "2", "--block", "0.001", "--dtypes", "float32"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "bench_cnn, batch 2, float32 train_step (2 rounds):"
+    labels = [line.split()[0] + (" " + line.split()[1] if line.split()[0] == "+" else "") for line in lines[1:5]]
+    assert labels == ["no", *(f"+ {p.__name__}" for p in rewrite.PASSES)]
+    assert "1.000x of no rewrite" in lines[1] and all("this pass:" in line for line in lines[2:5])
+    assert lines[5].startswith("bench_cnn, batch 2, float32 forward")
+
+
 def test_a_tiny_full_run_rewrites_only_its_part_of_the_doc(monkeypatch, tmp_path, capsys):
     """bench.py end to end (2 rounds of short blocks, busy rounds kept: no timing is judged here) on a copy of
     docs/benchmarks.md: its part is replaced, everything else stays byte for byte."""
