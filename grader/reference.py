@@ -9,7 +9,8 @@ for it, a layer applied to the student's own upstream activation, an SGD step wi
 """
 from __future__ import annotations
 
-from functools import cached_property
+from functools import cache, cached_property
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -360,8 +361,9 @@ class Reference:
     def pack_expected(self) -> bytes:
         """Every question's expected answer as bytes, their types kept (list, int, float, NumPy scalar or
         array), for another process to load with load_expected instead of running the models: a JSON header
-        (length-prefixed) naming each answer's type, dtype and shape, then the raw array bytes. A question
-        whose answer cannot be computed is left out (grading it reports the problem, as without packing)."""
+        (length-prefixed) with the engine_stamp() that computed them and each answer's type, dtype and shape,
+        then the raw array bytes. A question whose answer cannot be computed is left out (grading it reports
+        the problem, as without packing)."""
         import json
 
         header, blobs, offset = [], [], 0
@@ -378,20 +380,24 @@ class Reference:
                            "offset": offset})
             blobs.append(arr.tobytes())
             offset += arr.nbytes
-        head = json.dumps(header).encode()
+        head = json.dumps({"engine": engine_stamp(), "answers": header}).encode()
         return len(head).to_bytes(4, "little") + head + b"".join(blobs)
 
-    def load_expected(self, data: bytes) -> None:
+    def load_expected(self, data: bytes) -> bool:
         """Take the expected answers from pack_expected's bytes (of this same variant): grading then runs a
         model only where a diagnosis needs one (a wrong answer's recomputations). Values are bit for bit
-        those pack_expected saw."""
+        those pack_expected saw. False, and nothing taken, when another engine packed them (another cnnspec,
+        grader or NumPy: its numbers could differ); this reference then computes its answers itself."""
         import json
 
-        self.loaded = True
+        self.loaded = True  # tried: not again
         n = int.from_bytes(data[:4], "little")
+        head = json.loads(data[4:4 + n])
+        if not isinstance(head, dict) or head.get("engine") != engine_stamp():
+            return False
         body = memoryview(data)[4 + n:]
         ids = {q.id for q in self.assignment.questions}
-        for item in json.loads(data[4:4 + n]):
+        for item in head["answers"]:
             dtype = np.dtype(item["dtype"])
             if item["id"] not in ids or dtype.kind not in "biuf":
                 continue
@@ -400,7 +406,24 @@ class Reference:
             kind = item["kind"]
             self._expected[item["id"]] = (arr.tolist() if kind == "list" else int(arr) if kind == "int" else
                                           float(arr) if kind == "float" else arr[()] if kind == "scalar" else arr)
+        return True
 
     def solution(self) -> dict[str, Any]:
         """{question id: expected answer} for every question."""
         return {q.id: self.expected(q) for q in self.assignment.questions}
+
+
+@cache
+def engine_stamp() -> str:
+    """What computes reference answers, as one hash: the source of the cnnspec and grader packages (the
+    service's own code aside) and the NumPy version. Packed answers carry it (Reference.pack_expected), so
+    answers packed before an upgrade that could change a number are computed again rather than trusted."""
+    import hashlib
+
+    h = hashlib.sha256(f"numpy {np.__version__}\n".encode())
+    for package in (Path(cnnspec.__file__).parent, Path(__file__).parent):
+        for path in sorted(package.rglob("*.py")):
+            rel = path.relative_to(package.parent).as_posix()
+            if not rel.startswith("grader/service/"):
+                h.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:32]

@@ -514,6 +514,42 @@ def test_the_graders_isclose_is_numpys_isclose():
     check()
 
 
+def test_answers_packed_by_another_engine_are_computed_again(monkeypatch):
+    """After an upgrade, answers an older engine packed are not trusted: the reference computes its own, and
+    an old pack (a header without the engine's stamp) is ignored the same way."""
+    import json
+
+    from grader import reference as reference_mod
+    from grader.grading import Grader
+    root = Path(__file__).resolve().parents[1]
+    a = grader.load_assignment(root / "specs" / "assignments" / "bn_pool_ce.yaml")
+    packed = Grader(a, check_copying=False).reference("s1").pack_expected()
+    n = int.from_bytes(packed[:4], "little")
+    head = json.loads(packed[4:4 + n])
+    assert head["engine"] == reference_mod.engine_stamp() and head["answers"]
+    # the same pack with every float answer doubled: loaded only when the stamps agree
+    doubled = bytearray(packed)
+    for item in head["answers"]:
+        if item["dtype"] in ("<f8", "<f4"):
+            dt = np.dtype(item["dtype"])
+            count = int(np.prod(item["shape"], dtype=np.int64))
+            start = 4 + n + item["offset"]
+            doubled[start:start + count * dt.itemsize] = (np.frombuffer(packed, dt, count, start) * 2).tobytes()
+    fresh = Grader(a, check_copying=False).reference("s1")
+    trusting = Grader(a, check_copying=False).reference("s1")
+    assert trusting.load_expected(bytes(doubled))
+    assert any(not np.array_equal(trusting.expected(q), fresh.expected(q)) for q in a.questions)  # it was used
+    monkeypatch.setattr(reference_mod, "engine_stamp", lambda: "another engine")
+    upgraded = Grader(a, check_copying=False).reference("s1")
+    assert upgraded.load_expected(bytes(doubled)) is False and upgraded.loaded
+    old_format = json.dumps(head["answers"]).encode()
+    legacy = Grader(a, check_copying=False).reference("s1")
+    assert legacy.load_expected(len(old_format).to_bytes(4, "little") + old_format + packed[4 + n:]) is False
+    for ref in (upgraded, legacy):
+        for q in a.questions:
+            assert np.array_equal(np.asarray(ref.expected(q)), np.asarray(fresh.expected(q))), q.id
+
+
 @pytest.mark.parametrize("name", ["lecture", "bn_pool_ce"])
 def test_grading_with_packed_expected_answers_is_grading_without(name):
     """A reference whose expected answers come from another process's pack_expected (the service's web

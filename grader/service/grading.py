@@ -166,8 +166,10 @@ def grade_payload(lv: LoadedVersion, filename: str, payload: bytes, key: str, no
         if packed is not None:
             ref = lv.grader.reference(sid)
             if not ref.loaded:
-                try:
-                    ref.load_expected(packed)   # instead of running the models (bit for bit the same answers)
+                try:   # instead of running the models (bit for bit the same answers)
+                    if not ref.load_expected(packed):
+                        log.info("packed reference answers of another engine version (packed before an "
+                                 "upgrade); computing them")
                 except Exception:  # noqa: BLE001 - then the reference is computed when grading, as without
                     log.exception("loading packed reference answers failed; computing them")
         result = lv.grader.grade_bytes(payload, shown, sid)
