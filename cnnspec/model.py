@@ -184,8 +184,9 @@ class Model:
 
     def _pass_estimate(self, batch: int, **kwargs) -> limits.Estimate:
         """limits.estimate for forward's and backward's checks, remembered: it depends only on the graph, the
-        dtype and these arguments (ints and bools), and a training loop asks the same question every step."""
-        key = (batch, str(self.dtype), *sorted(kwargs.items()))
+        dtype, the thread count and these arguments (ints and bools), and a training loop asks the same
+        question every step."""
+        key = (batch, str(self.dtype), limits.threads(), *sorted(kwargs.items()))
         memo = self.__dict__.setdefault("_estimates", {})  # shared with astype's copies: the dtype is in the key
         if key not in memo:
             if len(memo) >= 64:  # a few batch sizes in practice; never unbounded

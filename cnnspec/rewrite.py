@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from .graph import Graph
+from .shapes import window_out
 
 Shape = tuple[int, ...]
 
@@ -105,17 +106,34 @@ def _disjoint_windows(attrs: dict) -> bool:
     return all(d * (k - 1) + 1 <= s for k, s, d in zip(kernel, stride, dilation))
 
 
+def _every_window_sees_input(attrs: dict, in_hw: Shape) -> bool:
+    """Every pooling window covers at least one input value (not only padding: a dilated window's taps can
+    all fall in the padding, and such a window's maximum is the padding's -inf)."""
+    kernel, stride = tuple(attrs["kernel"]), tuple(attrs.get("stride") or attrs["kernel"])
+    pads, dilation = tuple(attrs.get("pads", (0, 0, 0, 0))), tuple(attrs.get("dilation", (1, 1)))
+    for axis, size in enumerate(in_hw):
+        k, st, d, p0, p1 = kernel[axis], stride[axis], dilation[axis], pads[axis], pads[axis + 2]
+        n = window_out(size, k, st, p0, p1, d, bool(attrs.get("ceil_mode", False)))
+        if any(all(not 0 <= o * st - p0 + d * t < size for t in range(k)) for o in range(n)):
+            return False
+    return True
+
+
 def relu_after_maxpool(plan: Plan, graph: Graph) -> None:
     """relu -> maxpool becomes maxpool -> relu, fused in one op (ops/fused.maxpool_relu): the relu runs on
     a quarter of the values (2x2 windows) in place on the pooled output. Applies where the relu's only
-    reader is a maxpool whose windows do not overlap; the relu's activation is then deferred.
+    reader is a maxpool whose windows do not overlap and each cover an input value (a dilated window can
+    fall wholly in the padding: its maximum is -inf, and relu(-inf) is 0); the relu's activation is then
+    deferred.
 
     Proof, per window w of the input x (values x_i, NaN included), with the engine's definitions: relu(x)
-    = np.maximum(x, 0), which is +0.0 for every x <= 0 (-0.0 and -inf included), x for x > 0 and x for NaN;
-    maxpool's value is np.maximum over the window and its argmax the first maximum, or the last NaN when the
-    window has one; relu's backward is dout * (out != 0); maxpool's backward writes dout * (argmax == k) at
-    window offset k (disjoint windows: each value is written once, by its window, or left 0 when no window
-    covers it). Three cases:
+    = np.maximum(x, 0), which is +0.0 for every x <= 0 (-0.0 and -inf included: NumPy's float32 and float64
+    loops return the second operand of a tie, which tests/test_rewrite.py checks at every array length
+    class), x for x > 0 and x for NaN; maxpool's value is np.maximum over the window (which holds at least
+    one value of x: padding, -inf, is never the only one) and its argmax the first maximum, or the last NaN
+    when the window has one; relu's backward is dout * (out != 0); maxpool's backward writes dout *
+    (argmax == k) at window offset k (disjoint windows: each value is written once, by its window, or left 0
+    when no window covers it). Three cases:
       (a) w has a NaN: relu keeps NaN as NaN and non-NaN as non-NaN, so both orders pick the same NaN (the
           last) with the same bits, and relu(NaN) = NaN; relu's mask is 1 at a NaN output, so both send dout
           to that element, times 1.
@@ -135,7 +153,8 @@ def relu_after_maxpool(plan: Plan, graph: Graph) -> None:
     while i < len(plan.steps):
         relu = plan.steps[i]
         pool = _only_reader(plan, graph, relu, "maxpool") if relu.type == "relu" else None
-        if pool is None or not _disjoint_windows(pool.attrs):
+        if pool is None or not _disjoint_windows(pool.attrs) or not _every_window_sees_input(pool.attrs,
+                                                                                            relu.shape[1:]):
             i += 1
             continue
         j = plan.steps.index(pool)

@@ -209,6 +209,23 @@ def test_remembered_estimates_are_per_dtype_and_per_batch():
         model.forward(np.zeros((8, 100, 100, 3), np.float32))
 
 
+def test_remembered_estimates_follow_the_thread_count(monkeypatch):
+    # each thread's temporaries count: a limit between the 1-thread and the 64-thread estimate
+    spec = cnnspec.load_spec(LECTURE_CNN)
+    monkeypatch.setenv("CNNSPEC_NUM_THREADS", "1")
+    one = limits.estimate(spec.graph, 4, "float32").total
+    monkeypatch.setenv("CNNSPEC_NUM_THREADS", "64")
+    many = limits.estimate(spec.graph, 4, "float32").total
+    assert one < many
+    model = cnnspec.compile(spec, dtype="float32", max_memory=(one + many) // 2)
+    x = np.zeros((4, 100, 100, 3), np.float32)
+    monkeypatch.setenv("CNNSPEC_NUM_THREADS", "1")
+    model.forward(x)
+    monkeypatch.setenv("CNNSPEC_NUM_THREADS", "64")
+    with pytest.raises(MemoryLimitError):
+        model.forward(x)
+
+
 def test_the_estimate_grows_with_the_batch_and_the_task():
     g = cnnspec.load_spec(SPECS / "bench_cnn.yaml").graph
     one, many = limits.estimate(g, 1), limits.estimate(g, 32)

@@ -164,6 +164,29 @@ def test_relu_then_maxpool_with_large_windows(kernel):
     assert plan.applied
 
 
+def test_a_pool_whose_window_sees_only_padding_keeps_its_relu_first():
+    # dilation 2 over a 1-wide input padded by 1: the first window's taps are both padding (-inf), and
+    # relu(-inf) = 0 would replace the unrewritten -inf
+    text = RELU_POOL.format(act="relu", kernel="[1, 2]", stride="[1, 3]",
+                            extra=", padding: [0, 1], dilation: [1, 2]").replace("[2, 6, 6]", "[2, 1, 1]")
+    rng = np.random.default_rng(3)
+    plan = compare(text, rng.standard_normal((3, 2, 1, 1)), rng.standard_normal((3, 3)))
+    assert not plan.applied
+    assert rewrite._every_window_sees_input({"kernel": [2, 2], "pads": [1, 1, 1, 1]}, (4, 4))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_relu_sends_negative_zero_to_positive_zero_at_every_length(dtype):
+    """The rewrites' proofs rest on relu(-0.0) = +0.0 (np.maximum(x, 0) returns the second operand of a
+    tie); every length class of NumPy's loops (scalar tail, one and several SIMD vectors, strided)."""
+    from cnnspec.ops.activations import relu
+    for n in (1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 31, 33, 64, 1000, 4099):
+        x = np.full((n, 1), -0.0, dtype)
+        for view in (x, np.full((n, 2), -0.0, dtype)[:, :1]):
+            out = relu.forward({}, [view], {}, {}, True, None)[0]
+            assert not np.signbit(out).any(), (n, view.strides)
+
+
 def test_nan_gradient_reaches_the_input_in_both_plans():
     # relu's backward passes the gradient through NaN (PyTorch); the pool sends it to the window's last NaN
     x = np.zeros((2, 2, 6, 6))
