@@ -199,9 +199,10 @@ class Model:
         return limits.require(self.memory_estimate(batch, **kwargs), self.max_memory, advice)
 
     def input_copy_bytes(self, x: np.ndarray) -> int:
-        """Bytes of the caller's array when the engine makes its own converted copy (dtype, layout)."""
-        converted = x.dtype != self.dtype or not self._to_internal(x).flags.c_contiguous
-        return x.nbytes if converted else 0
+        """Bytes of the caller's array, which coexists with the engine's own copy of it: the engine always
+        makes one (converted to its dtype and layout), so that a caller reusing its array between forward and
+        backward changes nothing the backward reads."""
+        return x.nbytes
 
     def _check_weights_memory(self) -> None:
         """Before reading weights files: they hold at most the model's parameters and buffers (counted in
@@ -230,7 +231,8 @@ class Model:
         limits.require(self._pass_estimate(x.shape[0], train=train, gradients=self._nbytes(self.grads),
                                            momentum=self._nbytes(self.velocity), given_input=given), self.max_memory)
         self._batch = (x.shape[0], train, given)
-        return np.ascontiguousarray(self._to_internal(x.astype(self.dtype, copy=False)))
+        internal = np.ascontiguousarray(self._to_internal(x.astype(self.dtype, copy=False)))
+        return internal.copy() if np.may_share_memory(internal, x) else internal
 
     def forward(self, x, train: bool = False) -> np.ndarray:
         """x: (N, *input.shape) in the declared layout -> output of the `output` layer, same layout rules.
@@ -411,7 +413,9 @@ class Activations(Mapping):
         if name not in self._declared:
             if name not in self._model.graph.nodes:
                 raise KeyError(name)
-            self._declared[name] = self._model._to_declared(self._value(name))
+            view = self._model._to_declared(self._value(name)).view()
+            view.flags.writeable = False  # the engine's own memory: its backward reads some of it
+            self._declared[name] = view
         return self._declared[name]
 
     def __iter__(self):

@@ -295,6 +295,41 @@ def test_batchnorm_after_maxpool_in_evaluation_mode(dtype, bn, kernel, extra, we
     assert (fast._tape[0][1][0] == "pooled") == increasing
 
 
+def test_nothing_the_caller_holds_changes_what_backward_reads():
+    """The engine copies its input and hands out read-only views: a caller reusing its input buffer between
+    forward and backward changes no gradient (the fused op's evaluation-mode cache keeps its input), and
+    activations and the output cannot be written through."""
+    text = BN_RELU_POOL.format(bn="", kernel=2, extra="")
+    rng = np.random.default_rng(0)
+    x0 = rng.standard_normal((2, 4, 6, 6))
+    target = rng.standard_normal((2, 3))
+    seen = []
+    for rewrite_ in (False, True):
+        model = cnnspec.compile(loads_spec(text), rewrite=rewrite_)
+        x = x0.copy()  # C-contiguous float64 in the declared layout: nothing to convert
+        out = model.forward(x, train=False)
+        model.loss(out, target)
+        x[...] = -x0  # the caller's next batch, in the same buffer
+        grads = model.backward()
+        seen.append([np.array(out), *(np.array(grads[k]) for k in sorted(grads)), np.array(model.input_grad),
+                     *(np.array(model.activations[n]) for n in model.graph.nodes)])
+        for name in model.graph.nodes:
+            with pytest.raises(ValueError, match="read-only"):
+                model.activations[name][...] = 0
+        with pytest.raises(ValueError, match="read-only"):
+            out -= 1
+    for i, (a, b) in enumerate(zip(*seen)):
+        assert_same(a, b, f"observable {i}")
+
+
+def test_a_padded_gradient_is_cropped_into_new_memory():
+    from cnnspec.ops.windows import unpad_grad
+    dtp = np.arange(1 * 6 * 4 * 2, dtype=float).reshape(1, 6, 4, 2)  # one channel: the crop is contiguous
+    dt = unpad_grad(dtp, (4, 4), (1, 0, 1, 0), "zeros")
+    assert not np.shares_memory(dt, dtp) and np.array_equal(dt, dtp[:, 1:5])
+    assert unpad_grad(dtp, (6, 4), (0, 0, 0, 0), "zeros") is dtp
+
+
 # ------------------------------------------------------------------ random specs
 
 

@@ -47,8 +47,8 @@ def pad_mode(t: np.ndarray, pads: tuple[int, int, int, int], mode: str) -> np.nd
 
 
 def unpad_grad(dtp: np.ndarray, hw: tuple[int, int], pads: tuple[int, int, int, int], mode: str) -> np.ndarray:
-    """Gradient w.r.t. t of `pad_mode(t)`: dtp (C, Hp, Wp, N) -> dt (C, H, W, N), contiguous (dtp itself
-    when there is no padding).
+    """Gradient w.r.t. t of `pad_mode(t)`: dtp (C, Hp, Wp, N) -> dt (C, H, W, N), contiguous: dtp itself
+    when there is no padding, else new memory.
 
     Zero padding just crops (a copy split over threads). Other modes copy input pixels into the border,
     so each border value's gradient is added back onto the pixel it was copied from; np.pad of an index
@@ -57,8 +57,12 @@ def unpad_grad(dtp: np.ndarray, hw: tuple[int, int], pads: tuple[int, int, int, 
     """
     H, W = hw
     pt, pl, pb, pr = pads
-    if mode == "zeros" or not (pt or pl or pb or pr):
-        return parallel.contiguous(dtp[:, pt:pt + H, pl:pl + W])
+    if not (pt or pl or pb or pr):
+        return dtp
+    if mode == "zeros":
+        # a copy even where the crop is contiguous (one channel): never a view at an offset into dtp, whose
+        # alignment could change which NaN a reduction over it returns, against the unfused ops'
+        return parallel.copy(dtp[:, pt:pt + H, pl:pl + W])
     np_mode = NP_PAD_MODE[mode]
     # Fold the columns first, then the rows; each fold touches only the (few) padded lines.
     src_w = np.pad(np.arange(W), (pl, pr), mode=np_mode)
