@@ -22,6 +22,7 @@ from . import arrays, limits, rewrite as rewrites
 from .errors import DataError, Problem, SpecError
 from .graph import PARAM_LAYOUT, Graph, load_spec
 from .init import init_state
+from .ops import parallel
 from .losses import LOSSES
 from . import optim
 from .ops import OPS
@@ -231,8 +232,10 @@ class Model:
         limits.require(self._pass_estimate(x.shape[0], train=train, gradients=self._nbytes(self.grads),
                                            momentum=self._nbytes(self.velocity), given_input=given), self.max_memory)
         self._batch = (x.shape[0], train, given)
-        internal = np.ascontiguousarray(self._to_internal(x.astype(self.dtype, copy=False)))
-        return internal.copy() if np.may_share_memory(internal, x) else internal
+        # The engine's own copy, stored batch-last as the ops store activations (ops/parallel.py): the first
+        # layer reads it without a transposing copy of its own, and nothing the caller holds is kept.
+        return parallel.batch_first(parallel.copy(parallel.batch_last(self._to_internal(x.astype(self.dtype,
+                                                                                                  copy=False)))))
 
     def forward(self, x, train: bool = False) -> np.ndarray:
         """x: (N, *input.shape) in the declared layout -> output of the `output` layer, same layout rules.
