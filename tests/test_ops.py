@@ -644,3 +644,43 @@ def test_batchnorm_results_do_not_depend_on_the_thread_count(monkeypatch, channe
         (dx,), grads = OPS["batchnorm"].backward({}, dout, cache)
         results.append([np.ascontiguousarray(a).tobytes() for a in (out, updates["running_var"], dx, *grads.values())])
     assert all(r == results[0] for r in results[1:])
+
+
+def test_parallel_run_returns_every_slice_and_raises_what_a_slice_raised(monkeypatch):
+    from cnnspec.ops import parallel
+    monkeypatch.setattr(parallel, "num_threads", lambda: 3)
+    elements = 3 * parallel.MIN_ELEMENTS_PER_SLICE
+    assert parallel.run(lambda s: (s.start, s.stop), 9, elements) == [(0, 3), (3, 6), (6, 9)]
+    for failing in (0, 3, 6):  # the calling thread's slice, or a worker's
+        def fn(s, failing=failing):
+            if s.start == failing:
+                raise ValueError(f"slice {s.start}")
+            return s.start
+        with pytest.raises(ValueError, match=f"slice {failing}"):
+            parallel.run(fn, 9, elements)
+        assert parallel.run(lambda s: s.start, 9, elements) == [0, 3, 6]  # and the workers still work
+
+
+def test_parallel_run_from_many_threads_at_once(monkeypatch):
+    """The service grades in several request threads: a caller that finds the workers busy runs its slices
+    itself, with the same results."""
+    import threading
+    from cnnspec.ops import parallel
+    monkeypatch.setattr(parallel, "num_threads", lambda: 2)
+    a = np.arange(1 << 18, dtype=np.float64)
+    want = [a[s].sum() for s in parallel.slices(a.size, a.size)]
+    errors, results = [], []
+
+    def caller():
+        try:
+            for _ in range(200):
+                results.append(parallel.run(lambda s: a[s].sum(), a.size, a.size))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=caller) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 800 and all(r == want for r in results)
