@@ -22,10 +22,9 @@ from . import arrays, limits, rewrite as rewrites
 from .errors import DataError, Problem, SpecError
 from .graph import PARAM_LAYOUT, Graph, load_spec
 from .init import init_state
-from .ops import parallel
 from .losses import LOSSES
 from . import optim
-from .ops import OPS
+from .ops import OPS, parallel
 from .ops.fused import FUSED
 from .schema import INPUT_NAME, Spec, closest
 
