@@ -1,13 +1,12 @@
 """Shape inference and the graph: names, inputs (DAGs), shape impossibilities, cascades, limits, weights."""
 from __future__ import annotations
 
-import tracemalloc
-
 import pytest
 
 import cnnspec
 from cnnspec import graph as graph_mod
 from cnnspec.errors import ShapeError, SpecError
+from peak import peak_bytes  # tests/peak.py
 
 HEAD = "cnnspec: 1\nname: t\ninput:\n  shape: [3, 8, 8]\nlayers:\n"   # layers start on line 6
 
@@ -16,15 +15,6 @@ def problems(text: str) -> list[tuple[int | None, int | None, str]]:
     with pytest.raises(SpecError) as info:
         cnnspec.loads_spec(text, "x.yaml")
     return [(p.line, p.col, p.message) for p in info.value.problems]
-
-def peak_bytes(action) -> int:
-    """The most memory Python allocated while running action(): a bound on its work that no machine load can flake."""
-    tracemalloc.start()
-    try:
-        action()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def shapes_of(text: str) -> dict:

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import math
 import os
-import tracemalloc
 
 import pytest
 import yaml
 
 from cnnspec import yaml_io
 from cnnspec.errors import Problem, SpecError
+from peak import peak_bytes  # tests/peak.py
 
 
 def value(text: str):
@@ -20,15 +20,6 @@ def problems(text: str) -> list[tuple[int | None, int | None, str]]:
     with pytest.raises(SpecError) as info:
         yaml_io.loads(text, "x.yaml")
     return [(p.line, p.col, p.message) for p in info.value.problems]
-
-def peak_bytes(action) -> int:
-    """The most memory Python allocated while running action(): a bound on its work that no machine load can flake."""
-    tracemalloc.start()
-    try:
-        action()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 # ---------------------------------------------------------------- YAML 1.2 core schema, not PyYAML's 1.1
