@@ -99,6 +99,22 @@ def _only_reader(plan: Plan, graph: Graph, step: Step, kind: str) -> Step | None
     return readers[0] if len(readers) == 1 and readers[0].type == kind else None
 
 
+def _fuse_pairs(plan: Plan, graph: Graph, first: str, reader: str, fuse: Callable[[Step, Step], Step | None]) -> None:
+    """Every step of type `first` whose only reader is a step of type `reader` (_only_reader): fuse(a, b)
+    returns the step that replaces b, having recorded what the pass defers and applied, and a goes; or None
+    to leave the pair as it is. A fused step can itself be the next pair's reader (steps are revisited)."""
+    i = 0
+    while i < len(plan.steps):
+        a = plan.steps[i]
+        b = _only_reader(plan, graph, a, reader) if a.type == first else None
+        fused = fuse(a, b) if b is not None else None
+        if fused is None:
+            i += 1
+            continue
+        plan.steps[plan.steps.index(b)] = fused
+        del plan.steps[i]
+
+
 def _disjoint_windows(attrs: dict) -> bool:
     """Every input value is in at most one pooling window (the windows' span fits in the stride)."""
     kernel, stride = tuple(attrs["kernel"]), tuple(attrs.get("stride") or attrs["kernel"])
@@ -149,22 +165,17 @@ def relu_after_maxpool(plan: Plan, graph: Graph) -> None:
     alone: there a value's gradient is a sum over windows, and in case (c) the sign of a zero sum could
     differ (tests/test_rewrite.py shows one).
     """
-    i = 0
-    while i < len(plan.steps):
-        relu = plan.steps[i]
-        pool = _only_reader(plan, graph, relu, "maxpool") if relu.type == "relu" else None
-        if pool is None or not _disjoint_windows(pool.attrs) or not _every_window_sees_input(pool.attrs,
-                                                                                            relu.shape[1:]):
-            i += 1
-            continue
-        j = plan.steps.index(pool)
+    def fuse(relu: Step, pool: Step) -> Step | None:
+        if not _disjoint_windows(pool.attrs) or not _every_window_sees_input(pool.attrs, relu.shape[1:]):
+            return None
         (source,) = relu.inputs
-        plan.steps[j] = replace(pool, type="maxpool_relu", inputs=(source,))
-        del plan.steps[i]
         plan.deferred[relu.name] = Deferred("op", source, f"relu_after_maxpool: computed from '{source}'",
                                             op="relu", attrs=relu.attrs)
         plan.applied.append(f"relu_after_maxpool: '{relu.name}' runs after '{pool.name}' (fused), on "
                             f"{_fraction(relu.shape, pool.shape)} of the values")
+        return replace(pool, type="maxpool_relu", inputs=(source,))
+
+    _fuse_pairs(plan, graph, "relu", "maxpool", fuse)
 
 
 def batchnorm_relu(plan: Plan, graph: Graph) -> None:
@@ -179,20 +190,14 @@ def batchnorm_relu(plan: Plan, graph: Graph) -> None:
     The deferred activation repeats the forward's last two operations, xc * scale + b (or x * scale +
     shift in evaluation), on the arrays the forward used.
     """
-    i = 0
-    while i < len(plan.steps):
-        norm = plan.steps[i]
-        relu = _only_reader(plan, graph, norm, "relu") if norm.type == "batchnorm" else None
-        if relu is None:
-            i += 1
-            continue
-        j = plan.steps.index(relu)
-        plan.steps[j] = replace(norm, name=relu.name, type="batchnorm_relu", shape=relu.shape)
-        del plan.steps[i]
+    def fuse(norm: Step, relu: Step) -> Step:
         plan.deferred[norm.name] = Deferred("inner", relu.name,
                                             f"batchnorm_relu: recomputed from the cache of '{relu.name}'",
                                             op="batchnorm_relu")
         plan.applied.append(f"batchnorm_relu: '{norm.name}' and '{relu.name}' in one op")
+        return replace(norm, name=relu.name, type="batchnorm_relu", shape=relu.shape)
+
+    _fuse_pairs(plan, graph, "batchnorm", "relu", fuse)
 
 
 def batchnorm_after_maxpool(plan: Plan, graph: Graph) -> None:
@@ -218,24 +223,18 @@ def batchnorm_after_maxpool(plan: Plan, graph: Graph) -> None:
     from x with the same operations and then runs the two layers' backward passes, as evaluation mode's
     max pool always recomputes its argmax; the deferred activation is that same recomputation.
     """
-    i = 0
-    while i < len(plan.steps):
-        norm = plan.steps[i]
-        pool = _only_reader(plan, graph, norm, "maxpool_relu") if norm.type == "batchnorm" else None
-        if pool is None:
-            i += 1
-            continue
-        j = plan.steps.index(pool)
-        plan.steps[j] = replace(pool, type="batchnorm_maxpool_relu", inputs=norm.inputs,
-                                attrs={"batchnorm": norm.attrs, "maxpool": pool.attrs}, layer=norm.layer,
-                                params=norm.params, buffers=norm.buffers)
-        del plan.steps[i]
+    def fuse(norm: Step, pool: Step) -> Step:
         plan.deferred[norm.name] = Deferred("inner", pool.name,
                                             f"batchnorm_after_maxpool: recomputed from the cache of '{pool.name}'",
                                             op="batchnorm_maxpool_relu")
         plan.applied.append(f"batchnorm_after_maxpool: '{norm.name}' and '{pool.name}' in one op; in "
                             f"evaluation mode the batch norm runs after the pool, on "
                             f"{_fraction(norm.shape, pool.shape)} of the values")
+        return replace(pool, type="batchnorm_maxpool_relu", inputs=norm.inputs,
+                       attrs={"batchnorm": norm.attrs, "maxpool": pool.attrs}, layer=norm.layer,
+                       params=norm.params, buffers=norm.buffers)
+
+    _fuse_pairs(plan, graph, "batchnorm", "maxpool_relu", fuse)
 
 
 PASSES: tuple[Callable[[Plan, Graph], None], ...] = (relu_after_maxpool, batchnorm_after_maxpool, batchnorm_relu)
