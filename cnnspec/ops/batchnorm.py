@@ -89,12 +89,12 @@ def eval_fold(attrs, params, buffers, C: int, dtype) -> EvalFold:
 def apply_fold(x: np.ndarray, fold: EvalFold, relu: bool) -> np.ndarray:
     """x * scale + shift per channel (then relu when asked): the element operations of evaluation mode,
     whatever array they run on (ops/fused.py runs them on a max pool's output). Batch-last."""
-    return _unrows(_affine_rows(_rows(x), fold, relu), x.shape)
+    return _unrows(_affine_rows(_rows(x), fold.scale, fold.shift, relu), x.shape)
 
 
-def _affine_rows(rows: np.ndarray, fold: EvalFold, relu: bool) -> np.ndarray:
+def _affine_rows(rows: np.ndarray, scale: np.ndarray, shift: np.ndarray, relu: bool) -> np.ndarray:
+    """rows * scale + shift per channel row (then relu), in channel blocks; new memory."""
     out = np.empty_like(rows)
-    scale, shift = fold.scale, fold.shift
 
     def affine(cs):
         np.multiply(rows[cs], scale[cs, None], out=out[cs])
@@ -109,7 +109,7 @@ def _affine_rows(rows: np.ndarray, fold: EvalFold, relu: bool) -> np.ndarray:
 def evaluate(x: np.ndarray, fold: EvalFold, relu: bool = False):
     """Evaluation mode's forward: (out, cache) as forward(train=False) returns them."""
     rows = _rows(x)
-    out = _affine_rows(rows, fold, relu)
+    out = _affine_rows(rows, fold.scale, fold.shift, relu)
     cache = ("eval", rows, fold.running_mean, fold.invstd, fold.weight, fold.affine,
              (rows, fold.scale, fold.shift, out, x.shape) if relu else None)
     return _unrows(out, x.shape), cache
@@ -169,15 +169,8 @@ def forward(attrs, xs, params, buffers, train, rng, relu=False):
 def output_from_cache(cache) -> np.ndarray:
     """The batch norm output of a forward made with relu=True, recomputed from its cache with the same
     operations as the forward (so bit for bit what forward(relu=False) returns), batch-last."""
-    if cache[0] == "eval":
-        rows, scale, shift, _, shape = cache[6]
-        y = np.multiply(rows, scale[:, None])
-        y += shift[:, None]
-    else:
-        xc, scale, b, _, shape = cache[5]
-        y = np.multiply(xc, scale[:, None])
-        y += b[:, None]
-    return _unrows(y, shape)
+    rows, scale, shift, _, shape = cache[6] if cache[0] == "eval" else cache[5]  # training: xc, scale, b
+    return _unrows(_affine_rows(rows, scale, shift, relu=False), shape)
 
 
 def _relu_grad(g: np.ndarray, out: np.ndarray) -> np.ndarray:
