@@ -13,6 +13,7 @@ OMP_NUM_THREADS, else every CPU).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-rewrite", action="store_true", help="one op per layer (compile(rewrite=False)): "
                         "with and without, the rows show each exact rewrite's share")
     args = parser.parse_args(argv)
+    if args.batch < 1 or args.repeats < 1:
+        parser.error("--batch and --repeats must be at least 1")
 
     keep_freed_memory()
     model = cnnspec.compile(args.spec, dtype=args.dtype, rewrite=not args.no_rewrite)
@@ -78,4 +81,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except cnnspec.CnnspecError as exc:  # a spec or data the engine refuses: its message, exit 2
+        from cnnspec.text import printable
+        print("\n".join(printable(line) for line in str(exc).splitlines()) or type(exc).__name__, file=sys.stderr)
+        sys.exit(2)

@@ -14,6 +14,7 @@ and its "share" is the noise of the measurement, which the output says.
 from __future__ import annotations
 
 import argparse
+import sys
 import random
 import statistics
 import time
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--block", type=float, default=0.3, help="seconds per timed block (default 0.3)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.batch < 1 or args.rounds < 1 or not args.block > 0:
+        parser.error("--batch and --rounds must be at least 1 and --block above 0")
 
     keep_freed_memory()
     order = random.Random(args.seed)
@@ -92,4 +95,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except cnnspec.CnnspecError as exc:  # a spec or data the engine refuses: its message, exit 2
+        from cnnspec.text import printable
+        print("\n".join(printable(line) for line in str(exc).splitlines()) or type(exc).__name__, file=sys.stderr)
+        sys.exit(2)

@@ -267,3 +267,15 @@ def test_a_tiny_full_run_rewrites_only_its_part_of_the_doc(monkeypatch, tmp_path
     assert "| lenet5 | 64 | forward | float32 | onnxruntime |" in part and "2 of 2" in part
     assert "Not yet measured" not in part
     assert "Written by `python benchmarks/bench.py --models lenet5 --tasks forward" in part  # the command, as run
+
+
+@pytest.mark.parametrize("script", ["profile_ops.py", "rewrite_shares.py"])
+def test_the_profiling_scripts_refuse_a_bad_spec_with_its_message_and_exit_2(tmp_path, script):
+    import subprocess
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cnnspec: 1\nname: x\n")
+    for spec in (bad, tmp_path / "missing.yaml"):
+        done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), str(spec)], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert str(spec) in done.stderr and done.stdout == ""
